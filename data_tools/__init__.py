@@ -1,0 +1,1 @@
+"""labelme and mask-folder converters producing kerasseg TFRecords."""

@@ -1,0 +1,1 @@
+"""Subcommands of the ``kerasseg`` CLI, one module each (see ``kerasseg.cli``)."""
