@@ -1,0 +1,111 @@
+"""Run every benchmark and write ``RESULTS.md`` and ``results.json``.
+
+Usage: ``python benchmarks/run_all.py [--quick] [--only NAME ...] [--out DIR]``.
+Each ``bench_<name>.py`` exposes ``run(quick: bool) -> dict[str, float]``.
+A benchmark that fails is reported as failed (with its error) and the others
+still run; the exit status is non-zero if any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import math
+import os
+import pathlib
+import platform
+import sys
+import time
+import traceback
+
+HERE = pathlib.Path(__file__).resolve().parent
+ORDER = ["convert", "pipeline", "models", "training", "crf", "tf_crf", "serving", "isbi"]
+
+GOALS = {
+    "train_efficiency": (">=", 0.6),
+    "pipeline_vs_memory": (">=", 0.95),
+    "pipeline_vs_training_ratio": (">=", 10.0),
+    "crf_wrapper_overhead": ("<=", 1.05),
+    "tf_crf_vs_pydensecrf": (">=", 1.0),
+    "isbi_unet_mean_dice": (">=", 0.89),
+    "isbi_segnet_mean_dice": (">=", 0.89),
+    "isbi_deeplabv3plus_mean_dice": (">=", 0.89),
+}
+
+
+def _load(name: str):
+    path = HERE / f"bench_{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(HERE.parent))
+    spec.loader.exec_module(module)
+    return module
+
+
+def available() -> list[str]:
+    present = {p.stem[len("bench_"):] for p in HERE.glob("bench_*.py")}
+    return [n for n in ORDER if n in present] + sorted(present - set(ORDER))
+
+
+def _verdict(key: str, value: float) -> str:
+    if key not in GOALS or not isinstance(value, (int, float)) or math.isnan(value):
+        return ""
+    op, target = GOALS[key]
+    ok = value >= target if op == ">=" else value <= target
+    return f"{'met' if ok else 'missed'} ({op} {target:g})"
+
+
+def write_results(results: dict, failures: dict, timings: dict, out_dir: pathlib.Path, quick: bool) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on "
+        f"{platform.machine()} with {os.cpu_count()} CPU cores, Python {platform.python_version()}"
+        + (" — **quick mode (toy sizes, not representative)**" if quick else "")
+        + ". Speed figures are ratios of two measurements taken in one run.",
+        "",
+        "| key | value | goal |",
+        "| --- | --- | --- |",
+    ]
+    for key in sorted(results):
+        value = results[key]
+        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+        lines.append(f"| `{key}` | {shown} | {_verdict(key, value)} |")
+    lines += ["", "| benchmark | seconds | status |", "| --- | --- | --- |"]
+    for name, seconds in timings.items():
+        status = f"failed: {failures[name]}" if name in failures else "ok"
+        lines.append(f"| {name} | {seconds:.0f} | {status} |")
+    (out_dir / "RESULTS.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="toy sizes, a few minutes in all")
+    parser.add_argument("--only", nargs="*", choices=available(), help="run only these benchmarks")
+    parser.add_argument("--out", type=pathlib.Path, default=HERE, help="where RESULTS.md/results.json go")
+    args = parser.parse_args(argv)
+
+    results: dict[str, float] = {}
+    failures: dict[str, str] = {}
+    timings: dict[str, float] = {}
+    for name in args.only or available():
+        print(f"== bench_{name} ({'quick' if args.quick else 'full'})", flush=True)
+        started = time.perf_counter()
+        try:
+            figures = _load(name).run(quick=args.quick)
+            results.update({k: (float(v) if isinstance(v, (int, float)) else v) for k, v in figures.items()})
+        except Exception as e:  # a failed benchmark is reported, the others still run
+            traceback.print_exc()
+            failures[name] = f"{type(e).__name__}: {e}".replace("|", "/")[:200]
+        timings[name] = time.perf_counter() - started
+    write_results(results, failures, timings, args.out, args.quick)
+    print(f"wrote {args.out / 'RESULTS.md'} and {args.out / 'results.json'}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
