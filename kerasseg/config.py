@@ -1,0 +1,443 @@
+"""Typed training configuration: dataclasses, YAML loading and ``--set`` overrides.
+
+A training run is described by one YAML file (see ``configs/`` for examples)::
+
+    run_dir: runs/unet_isbi
+    seed: 42
+    data:      {path: data/isbi, image_size: [256, 256], normalization: {method: zscore}}
+    model:     {name: unet, options: {base_filters: 64, depth: 4}}
+    loss:      {name: dice_ce}
+    optimizer: {name: adam, learning_rate: 0.001}
+    schedule:  {name: cosine}
+    training:  {epochs: 50, batch_size: 4, strategy: auto, mixed_precision: false}
+    finetune:  {frozen_epochs: 0, learning_rate_factor: 0.1}
+    callbacks: {tensorboard: true, early_stopping_patience: null}
+    crf:       {enabled: false}
+
+Sections are dataclasses, so every key is known: an unknown key is an error
+that names the key and the nearest valid one. Free-form mappings (model
+builder options, normalization, augmentation, loss options) are passed through
+to the module that owns them, which validates them.
+
+``--set key.sub=value`` overrides parse ``value`` as YAML (``--set
+training.epochs=3``, ``--set data.image_size=[64,64]``, ``--set
+training.mixed_precision=true``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from typing import Any, Iterable, Mapping, Sequence, Union
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "LossConfig",
+    "OptimizerConfig",
+    "ScheduleConfig",
+    "TrainingConfig",
+    "FinetuneConfig",
+    "CallbacksConfig",
+    "CRFConfig",
+    "Config",
+    "from_dict",
+    "load_config",
+    "apply_overrides",
+    "save_config",
+    "to_dict",
+]
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid (unknown key, wrong type, bad value)."""
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the data is and how it is fed.
+
+    Attributes:
+        path: folder of a converted dataset (``dataset.json`` + TFRecord shards).
+        train_split, val_split: split names inside that folder.
+        image_size: ``[height, width]`` the pipeline resizes/crops to.
+        normalization: intensity normalization dict (``kerasseg.data`` contract),
+            e.g. ``{method: zscore}`` or ``{method: dataset}``; resolved against
+            ``dataset.json`` and stored with the model.
+        augmentation: augmentation settings passed to ``kerasseg.data.load_dataset``.
+        preprocess: extra preprocessing settings passed to the pipeline.
+        class_weights: ``false`` (all 1), ``true``/``median_frequency``
+            (median-frequency balancing from the pixel counts in ``dataset.json``)
+            or an explicit list with one weight per class.
+        cache: cache decoded examples in memory.
+        shuffle_buffer: shuffle buffer size (examples).
+    """
+
+    path: str = ""
+    train_split: str = "train"
+    val_split: str = "val"
+    image_size: list = dataclasses.field(default_factory=lambda: [256, 256])
+    normalization: dict = dataclasses.field(default_factory=lambda: {"method": "zscore"})
+    augmentation: dict = dataclasses.field(default_factory=dict)
+    preprocess: dict = dataclasses.field(default_factory=dict)
+    class_weights: Any = False
+    cache: bool = False
+    shuffle_buffer: int = 256
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Which architecture: ``kerasseg.models.build(name, **options)``."""
+
+    name: str = "unet"
+    options: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class LossConfig:
+    """Loss spec given to ``kerasseg.losses.get`` (``name`` plus ``options``)."""
+
+    name: str = "dice_ce"
+    options: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class OptimizerConfig:
+    """Optimizer: ``adam``, ``adamw`` or ``sgd`` (with ``momentum``, Nesterov optional)."""
+
+    name: str = "adam"
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    nesterov: bool = False
+    clipnorm: Union[float, None] = None
+
+
+@dataclasses.dataclass
+class ScheduleConfig:
+    """Learning-rate schedule over the whole run (per optimizer step).
+
+    ``cosine`` decays to ``min_learning_rate``; ``polynomial`` is DeepLab's
+    "poly" policy ``lr * (1 - step/total) ** power`` (``power`` 0.9);
+    ``constant`` keeps the rate. ``warmup_epochs`` ramps linearly from 0 first
+    (cosine and polynomial).
+    """
+
+    name: str = "cosine"
+    power: float = 0.9
+    min_learning_rate: float = 0.0
+    warmup_epochs: int = 0
+
+
+@dataclasses.dataclass
+class TrainingConfig:
+    """Loop settings.
+
+    Attributes:
+        epochs: total epochs (fine-tuning phases included).
+        batch_size: batch size **per replica**; the global batch is this times
+            the number of replicas.
+        steps_per_epoch, validation_steps: ``null`` = one pass over the split.
+        strategy: ``auto | default | one_device | mirrored | multi_worker``.
+        mixed_precision: ``false``, ``true`` (``mixed_float16`` on GPU,
+            ``mixed_bfloat16`` on CPU) or a Keras policy name.
+        monitor: metric that picks the best model (maximised).
+        verbose: Keras progress display: 0 silent, 1 progress bar, 2 one line/epoch.
+    """
+
+    epochs: int = 50
+    batch_size: int = 4
+    steps_per_epoch: Union[int, None] = None
+    validation_steps: Union[int, None] = None
+    strategy: str = "auto"
+    mixed_precision: Any = False
+    monitor: str = "val_mean_dice"
+    verbose: int = 1
+
+
+@dataclasses.dataclass
+class FinetuneConfig:
+    """Two-phase fine-tuning: ``frozen_epochs`` with the encoder frozen, then the
+    remaining epochs with all layers trainable at ``learning_rate *
+    learning_rate_factor``. ``frozen_epochs: 0`` trains everything from the start."""
+
+    frozen_epochs: int = 0
+    learning_rate_factor: float = 0.1
+    keep_batchnorm_frozen: bool = True
+
+
+@dataclasses.dataclass
+class CallbacksConfig:
+    """Optional callbacks. TensorBoard logs go to ``<run_dir>/logs``."""
+
+    tensorboard: bool = True
+    backup: bool = True
+    early_stopping_patience: Union[int, None] = None
+    learning_curves: bool = True
+
+
+@dataclasses.dataclass
+class CRFConfig:
+    """Dense CRF settings (``kerasseg.postprocess.dense_crf``) stored with the model
+    and used by ``evaluate --crf`` / ``predict --crf``."""
+
+    enabled: bool = False
+    iterations: int = 5
+    gaussian_sxy: float = 3.0
+    gaussian_compat: float = 3.0
+    bilateral_sxy: float = 80.0
+    bilateral_srgb: float = 13.0
+    bilateral_compat: float = 10.0
+
+
+@dataclasses.dataclass
+class Config:
+    """A complete training run."""
+
+    run_dir: str = "runs/run"
+    seed: int = 0
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+    finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
+    callbacks: CallbacksConfig = dataclasses.field(default_factory=CallbacksConfig)
+    crf: CRFConfig = dataclasses.field(default_factory=CRFConfig)
+
+    def validate(self) -> "Config":
+        """Check values that the types alone do not catch; return ``self``."""
+        _check_choice("schedule.name", self.schedule.name, ("cosine", "polynomial", "constant"))
+        _check_choice("optimizer.name", self.optimizer.name, ("adam", "adamw", "sgd"))
+        _check_choice(
+            "training.strategy",
+            self.training.strategy,
+            ("auto", "default", "one_device", "mirrored", "multi_worker"),
+        )
+        mp = self.training.mixed_precision
+        if not isinstance(mp, bool):
+            _check_choice(
+                "training.mixed_precision", mp, ("mixed_float16", "mixed_bfloat16", "float32")
+            )
+        size = self.data.image_size
+        if (
+            not isinstance(size, list)
+            or len(size) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
+        ):
+            raise ConfigError(f"data.image_size must be [height, width] positive ints, got {size!r}")
+        cw = self.data.class_weights
+        if not (
+            isinstance(cw, bool)
+            or cw == "median_frequency"
+            or (isinstance(cw, list) and all(isinstance(v, (int, float)) for v in cw))
+        ):
+            raise ConfigError(
+                "data.class_weights must be false, true, 'median_frequency' or a list of "
+                f"numbers, got {cw!r}"
+            )
+        for key, value in (
+            ("training.epochs", self.training.epochs),
+            ("training.batch_size", self.training.batch_size),
+        ):
+            if value < 1:
+                raise ConfigError(f"{key} must be >= 1, got {value}")
+        if self.optimizer.learning_rate <= 0:
+            raise ConfigError(f"optimizer.learning_rate must be > 0, got {self.optimizer.learning_rate}")
+        if not 0 <= self.finetune.frozen_epochs <= self.training.epochs:
+            raise ConfigError(
+                f"finetune.frozen_epochs must be in 0..training.epochs ({self.training.epochs}), "
+                f"got {self.finetune.frozen_epochs}"
+            )
+        if self.finetune.learning_rate_factor <= 0:
+            raise ConfigError("finetune.learning_rate_factor must be > 0")
+        if self.training.verbose not in (0, 1, 2):
+            raise ConfigError(f"training.verbose must be 0, 1 or 2, got {self.training.verbose}")
+        return self
+
+
+def _check_choice(key: str, value: Any, choices: Sequence[str]) -> None:
+    if value not in choices:
+        hint = _nearest(str(value), choices, None)
+        raise ConfigError(f"{key}: {value!r} is not one of {list(choices)}{hint}")
+
+
+def _nearest(name: str, candidates: Iterable[str], prefix: str = "") -> str:
+    match = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
+    if not match:
+        if prefix is None:
+            return ""
+        return f" (valid keys: {', '.join(sorted(candidates))})"
+    full = f"{prefix}.{match[0]}" if prefix else match[0]
+    return f" (did you mean {full!r}?)"
+
+
+# --------------------------------------------------------------------------- typing
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    """True when ``value`` (from YAML) fits the field annotation."""
+    if annotation is Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return any(_type_ok(value, arg) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if annotation is list or origin is list:
+        return isinstance(value, list)
+    if annotation is dict or origin is dict:
+        return isinstance(value, dict)
+    return isinstance(value, annotation)
+
+
+def _type_name(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return "null"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in fields:
+            raise ConfigError(f"unknown config key {full!r}{_nearest(str(key), fields, prefix)}")
+        annotation = hints[key]
+        if dataclasses.is_dataclass(annotation):
+            kwargs[key] = _build(annotation, value, full)
+            continue
+        if not _type_ok(value, annotation):
+            raise ConfigError(
+                f"{full} must be {_type_name(annotation)}, got {value!r} ({type(value).__name__})"
+            )
+        if annotation is float and isinstance(value, int):
+            value = float(value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def from_dict(data: Mapping[str, Any] | None) -> Config:
+    """Build and validate a :class:`Config` from a nested mapping.
+
+    Raises:
+        ConfigError: unknown key (naming the nearest valid one), wrong type or value.
+    """
+    return _build(Config, data or {}, "").validate()
+
+
+def to_dict(config: Config) -> dict:
+    """Plain nested dict of ``config`` (YAML/JSON serializable)."""
+    return dataclasses.asdict(config)
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key.sub=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {item!r}: value is not valid YAML ({e})") from e
+    return key.split("."), value
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict:
+    """Return a copy of ``data`` with ``key.sub=value`` overrides applied.
+
+    Keys must exist in the schema (free-form mappings such as ``model.options``
+    accept new keys); values are parsed as YAML.
+    """
+    import copy
+
+    result = copy.deepcopy(dict(data or {}))
+    for item in overrides:
+        path, value = _parse_override(item)
+        cls: Any = Config
+        node = result
+        for depth, part in enumerate(path):
+            full = ".".join(path[: depth + 1])
+            last = depth == len(path) - 1
+            if cls is not None:
+                fields = {f.name for f in dataclasses.fields(cls)}
+                if part not in fields:
+                    raise ConfigError(
+                        f"--set: unknown config key {full!r}"
+                        f"{_nearest(part, fields, '.'.join(path[:depth]))}"
+                    )
+                annotation = typing.get_type_hints(cls)[part]
+                cls = annotation if dataclasses.is_dataclass(annotation) else None
+                if not last and cls is None and not (annotation is dict or annotation is Any):
+                    raise ConfigError(f"--set: {'.'.join(path[:depth + 1])!r} has no sub-keys")
+            if last:
+                node[part] = value
+            else:
+                child = node.get(part)
+                if child is None:
+                    child = {}
+                    node[part] = child
+                if not isinstance(child, dict):
+                    raise ConfigError(f"--set: {full!r} is not a mapping")
+                node = child
+    return result
+
+
+def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML config, apply ``--set`` overrides and validate.
+
+    Raises:
+        ConfigError: missing/unreadable file, invalid YAML, unknown keys, bad values;
+            the message names the file.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot read config ({e})") from e
+    if data is not None and not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    try:
+        return from_dict(apply_overrides(data or {}, overrides))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from e
+
+
+def save_config(config: Config, path: str | os.PathLike) -> str:
+    """Write the resolved config as YAML (atomically) and return the path."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        yaml.safe_dump(to_dict(config), f, sort_keys=False, default_flow_style=False)
+    os.replace(tmp, path)
+    return path

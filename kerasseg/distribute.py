@@ -1,0 +1,188 @@
+"""Choosing a ``tf.distribute`` strategy and the multi-worker conventions around it.
+
+``strategy: auto`` picks, in order:
+
+* ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` names more than one task
+  in its cluster (workers, plus a chief if there is one);
+* ``MirroredStrategy`` when more than one GPU is visible;
+* the default (no-op) strategy otherwise.
+
+``one_device | mirrored | multi_worker | default`` force one. The batch size
+in configs is per replica; :func:`global_batch_size` multiplies it by
+``strategy.num_replicas_in_sync``.
+
+Only the chief writes outputs. Other workers write into a temporary folder
+that :func:`write_dir` hands out and :func:`cleanup_write_dir` removes, the
+usual Keras multi-worker pattern (every worker must still *run* the saving
+code, since saving a distributed model may involve collective ops).
+
+``MultiWorkerMirroredStrategy`` must be created at program start, before any
+other TensorFlow op runs; ``kerasseg train`` does that.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from typing import Any
+
+__all__ = [
+    "STRATEGIES",
+    "tf_config",
+    "cluster_size",
+    "task_info",
+    "is_chief",
+    "choose_strategy_name",
+    "make_strategy",
+    "global_batch_size",
+    "num_workers",
+    "write_dir",
+    "cleanup_write_dir",
+    "shard_policy",
+    "apply_sharding",
+]
+
+STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
+
+
+def tf_config() -> dict:
+    """Parsed ``TF_CONFIG`` (empty dict when unset).
+
+    Raises:
+        ValueError: ``TF_CONFIG`` is set but is not valid JSON.
+    """
+    raw = os.environ.get("TF_CONFIG", "").strip()
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"TF_CONFIG is not valid JSON: {e}") from e
+    return value if isinstance(value, dict) else {}
+
+
+def cluster_size(config: dict | None = None) -> int:
+    """Number of training tasks (chief + workers) named by ``TF_CONFIG``."""
+    config = tf_config() if config is None else config
+    cluster = config.get("cluster") or {}
+    return sum(len(cluster.get(kind) or []) for kind in ("chief", "worker"))
+
+
+def task_info(config: dict | None = None) -> tuple[str, int]:
+    """``(task_type, task_id)`` of this process; ``("worker", 0)`` when not in a cluster."""
+    config = tf_config() if config is None else config
+    task = config.get("task") or {}
+    return str(task.get("type") or "worker"), int(task.get("index") or 0)
+
+
+def is_chief(strategy: Any = None) -> bool:
+    """True for the process that writes outputs.
+
+    That is the ``chief`` task when the cluster has one, else worker 0; any
+    process outside a cluster is its own chief.
+    """
+    if strategy is not None:
+        resolver = getattr(strategy, "cluster_resolver", None)
+        if resolver is not None and getattr(resolver, "task_type", None) is not None:
+            kind, index = resolver.task_type, resolver.task_id
+            cluster = resolver.cluster_spec().as_dict()
+            if "chief" in cluster:
+                return kind == "chief"
+            return kind == "worker" and index == 0
+    config = tf_config()
+    if cluster_size(config) <= 1:
+        return True
+    kind, index = task_info(config)
+    if "chief" in (config.get("cluster") or {}):
+        return kind == "chief"
+    return kind == "worker" and index == 0
+
+
+def choose_strategy_name(name: str = "auto", *, gpus: int | None = None) -> str:
+    """Resolve ``auto`` to a concrete strategy name (see module docstring)."""
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; expected one of {list(STRATEGIES)}")
+    if name != "auto":
+        return name
+    if cluster_size() > 1:
+        return "multi_worker"
+    if gpus is None:
+        import tensorflow as tf
+
+        gpus = len(tf.config.list_physical_devices("GPU"))
+    return "mirrored" if gpus > 1 else "default"
+
+
+def make_strategy(name: str = "auto") -> Any:
+    """Create the ``tf.distribute.Strategy`` for ``name`` (``auto`` resolved first)."""
+    import tensorflow as tf
+
+    resolved = choose_strategy_name(name)
+    if resolved == "multi_worker":
+        if cluster_size() < 1:
+            raise ValueError(
+                "strategy 'multi_worker' needs TF_CONFIG naming the cluster and this task"
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if resolved == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if resolved == "one_device":
+        gpus = tf.config.list_logical_devices("GPU")
+        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    return tf.distribute.get_strategy()
+
+
+def num_workers(strategy: Any) -> int:
+    """Number of worker processes taking part in ``strategy`` (1 unless multi-worker)."""
+    extended = getattr(strategy, "extended", None)
+    return int(getattr(extended, "_num_workers", 1) or 1)
+
+
+def global_batch_size(per_replica: int, strategy: Any) -> int:
+    """Global batch = per-replica batch x ``strategy.num_replicas_in_sync``."""
+    return int(per_replica) * int(strategy.num_replicas_in_sync)
+
+
+def write_dir(path: str, strategy: Any = None) -> str:
+    """Folder this process should write ``path``'s outputs into.
+
+    The chief gets ``path`` itself (created); other workers get a fresh
+    temporary folder, removed later by :func:`cleanup_write_dir`.
+    """
+    if is_chief(strategy):
+        os.makedirs(path, exist_ok=True)
+        return path
+    kind, index = task_info()
+    return tempfile.mkdtemp(prefix=f"kerasseg-{kind}{index}-")
+
+
+def cleanup_write_dir(path: str, real_path: str) -> None:
+    """Remove a non-chief's temporary folder (no-op for the chief's real folder)."""
+    if os.path.abspath(path) != os.path.abspath(real_path):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def shard_policy(num_files: int, workers: int) -> str:
+    """Auto-shard policy name for ``num_files`` TFRecord files over ``workers``.
+
+    ``FILE`` when every worker gets at least one file (each reads only its
+    files), ``DATA`` otherwise (each reads everything and keeps its share of
+    elements); ``OFF`` on a single worker.
+    """
+    if workers <= 1:
+        return "OFF"
+    return "FILE" if num_files >= workers else "DATA"
+
+
+def apply_sharding(dataset: Any, *, num_files: int, strategy: Any) -> Any:
+    """Set the auto-shard policy of ``dataset`` for ``strategy`` and return it."""
+    import tensorflow as tf
+
+    policy = shard_policy(num_files, num_workers(strategy))
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = getattr(
+        tf.data.experimental.AutoShardPolicy, policy
+    )
+    return dataset.with_options(options)
