@@ -1,1 +1,29 @@
-"""kerasseg.postprocess."""
+"""Dense-CRF post-processing (numpy + pydensecrf; no TensorFlow).
+
+Public API::
+
+    refined, labels = dense_crf(image, probabilities, **CRFParams().kwargs())
+    refined_list, labels_list = dense_crf_batch(images, probabilities, n_jobs=2)
+    params = CRFParams.from_dict(config["crf"]); params.to_dict()
+    result = tune_crf(images, probabilities, labels, grid={"bilateral_compat": [3, 5, 10]})
+"""
+
+from kerasseg.postprocess.appearance import appearance_image
+from kerasseg.postprocess.crf import (
+    check_probabilities,
+    dense_crf,
+    probabilities_from_labels,
+)
+from kerasseg.postprocess.errors import CRFConfigError, CRFError, CRFInputError
+from kerasseg.postprocess.params import CRFParams
+
+__all__ = [
+    "CRFConfigError",
+    "CRFError",
+    "CRFInputError",
+    "CRFParams",
+    "appearance_image",
+    "check_probabilities",
+    "dense_crf",
+    "probabilities_from_labels",
+]
