@@ -1,0 +1,209 @@
+"""Intensity normalization as pure TensorFlow ops.
+
+``normalize(image, config)`` turns an image of any integer or float dtype into
+float32. It runs inside ``tf.data`` map functions, inside Keras models and in
+exported serving graphs alike, because it uses TensorFlow ops only.
+
+A normalization config is a plain dict with a ``"method"`` key:
+
+=============  ==================================================================
+method         meaning (per image and per channel unless stated)
+=============  ==================================================================
+``zscore``     ``(x - mean(x)) / max(std(x), eps)`` over the image (default)
+``dataset``    ``(x - mean) / std`` with the dataset's per-channel ``mean``/``std``
+``minmax``     ``(x - min) / (max - min)`` to ``[0, 1]``; fixed ``min``/``max``
+               when given, else the image's own
+``percentile`` clip to the ``lower``/``upper`` percentiles (default 0.5/99.5) of
+               the image, then scale that range to ``[0, 1]``
+``window``     CT-style window: clip to ``center -/+ width/2``, scale to ``[0, 1]``
+``scale``      divide by the dtype maximum (255 for uint8, 65535 for uint16) or
+               by an explicit ``max``
+``none``       cast to float32 only
+=============  ==================================================================
+
+``resolve_normalization(config, info)`` fills in everything the config takes
+from the dataset (``mean``/``std`` for ``dataset``, ``max`` for ``scale``, ...)
+so that the resolved dict alone reproduces training-time normalization; the
+export stage bakes that dict into the serving graph.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Mapping
+
+DEFAULT_NORMALIZATION: dict[str, Any] = {"method": "zscore"}
+METHODS = ("zscore", "dataset", "minmax", "percentile", "window", "scale", "none")
+_DTYPE_MAX = {"uint8": 255.0, "uint16": 65535.0, "int8": 127.0, "int16": 32767.0}
+
+
+class NormalizationError(ValueError):
+    """A normalization config is malformed or lacks a required statistic."""
+
+
+def _check(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    if config is None:
+        config = DEFAULT_NORMALIZATION
+    if isinstance(config, str):
+        config = {"method": config}
+    if not isinstance(config, Mapping):
+        raise NormalizationError(f"normalization must be a dict with a 'method' key, got {config!r}")
+    method = config.get("method", "zscore")
+    if method not in METHODS:
+        raise NormalizationError(f"unknown normalization method {method!r}; choose one of {METHODS}")
+    out = dict(config)
+    out["method"] = method
+    return out
+
+
+def normalize(image, config: Mapping[str, Any] | None = None):
+    """Normalize ``image`` according to ``config``.
+
+    Args:
+        image: ``(H, W, C)`` or ``(B, H, W, C)`` tensor of any integer or float dtype.
+        config: normalization dict (see the module docstring); ``None`` means
+            ``{"method": "zscore"}``.
+
+    Returns:
+        float32 tensor of the same shape.
+    """
+    import tensorflow as tf
+
+    config = _check(config)
+    method = config["method"]
+    image = tf.convert_to_tensor(image)
+    in_dtype = image.dtype
+    x = tf.cast(image, tf.float32)
+    # statistics are taken over the spatial axes of each image and channel
+    axes = [-3, -2]
+    eps = float(config.get("eps", 1e-6))
+
+    if method == "none":
+        return x
+    if method == "zscore":
+        mean = tf.reduce_mean(x, axis=axes, keepdims=True)
+        std = tf.math.reduce_std(x, axis=axes, keepdims=True)
+        return (x - mean) / tf.maximum(std, eps)
+    if method == "dataset":
+        for key in ("mean", "std"):
+            if key not in config:
+                raise NormalizationError(
+                    f"normalization 'dataset' needs {key!r}; call resolve_normalization(config, info) "
+                    "with the DatasetInfo, or give the statistics explicitly"
+                )
+        mean = tf.constant(config["mean"], tf.float32)
+        std = tf.maximum(tf.constant(config["std"], tf.float32), eps)
+        return (x - mean) / std
+    if method == "minmax":
+        if "min" in config and "max" in config:
+            lo = tf.constant(config["min"], tf.float32)
+            hi = tf.constant(config["max"], tf.float32)
+        else:
+            lo = tf.reduce_min(x, axis=axes, keepdims=True)
+            hi = tf.reduce_max(x, axis=axes, keepdims=True)
+        return (x - lo) / tf.maximum(hi - lo, eps)
+    if method == "percentile":
+        lower = float(config.get("lower", 0.5))
+        upper = float(config.get("upper", 99.5))
+        if not 0.0 <= lower < upper <= 100.0:
+            raise NormalizationError(f"percentile needs 0 <= lower < upper <= 100, got {lower}, {upper}")
+        lo, hi = _percentiles(x, lower, upper)
+        x = tf.clip_by_value(x, lo, hi)
+        return (x - lo) / tf.maximum(hi - lo, eps)
+    if method == "window":
+        if "center" not in config or "width" not in config:
+            raise NormalizationError("normalization 'window' needs 'center' and 'width'")
+        center = float(config["center"])
+        width = float(config["width"])
+        if width <= 0:
+            raise NormalizationError(f"window width must be positive, got {width}")
+        lo, hi = center - width / 2.0, center + width / 2.0
+        return (tf.clip_by_value(x, lo, hi) - lo) / width
+    # scale
+    if "max" in config:
+        top = float(config["max"])
+    elif in_dtype.is_integer:
+        top = float(in_dtype.max)
+    else:
+        top = 1.0
+    return x / top
+
+
+def _percentiles(x, lower: float, upper: float):
+    """Per image/channel percentiles of ``x`` (rank 3 or 4) as broadcastable tensors."""
+    import tensorflow as tf
+
+    rank = x.shape.rank
+    batched = x if rank == 4 else x[tf.newaxis]
+    shape = tf.shape(batched)
+    flat = tf.reshape(batched, [shape[0], -1, shape[3]])
+    flat = tf.sort(tf.transpose(flat, [0, 2, 1]), axis=-1)  # (B, C, N)
+    n = tf.cast(tf.shape(flat)[-1] - 1, tf.float32)
+    lo_i = tf.cast(tf.round(n * lower / 100.0), tf.int32)
+    hi_i = tf.cast(tf.round(n * upper / 100.0), tf.int32)
+    lo = tf.gather(flat, lo_i, axis=-1)[:, tf.newaxis, tf.newaxis, :]  # (B,1,1,C)
+    hi = tf.gather(flat, hi_i, axis=-1)[:, tf.newaxis, tf.newaxis, :]
+    if rank == 3:
+        lo, hi = lo[0], hi[0]
+    return lo, hi
+
+
+def resolve_normalization(config: Mapping[str, Any] | None, info: Any = None) -> dict[str, Any]:
+    """Return a self-contained normalization dict.
+
+    Fills ``mean``/``std`` (method ``dataset``) and ``min``/``max`` (method
+    ``minmax`` with ``"source": "dataset"``) from ``info.intensity``, ``max``
+    for ``scale`` from ``info.image_dtype``, and the defaults of every method,
+    so that ``normalize(image, resolved)`` needs nothing else.
+
+    Args:
+        config: normalization dict or ``None`` (zscore).
+        info: a :class:`kerasseg.schema.DatasetInfo` (or ``None`` when the
+            config already carries everything).
+
+    Raises:
+        NormalizationError: a statistic is needed but neither given nor in ``info``.
+    """
+    out = copy.deepcopy(_check(config))
+    method = out["method"]
+    intensity = dict(getattr(info, "intensity", None) or {})
+
+    def _from_info(key: str) -> list[float]:
+        if key not in intensity:
+            raise NormalizationError(
+                f"normalization {method!r} needs {key!r}, which is neither in the config nor in "
+                "dataset.json intensity statistics"
+            )
+        value = intensity[key]
+        return [float(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+
+    if method == "dataset":
+        for key in ("mean", "std"):
+            if key not in out:
+                out[key] = _from_info(key)
+        out["mean"] = [float(v) for v in _as_list(out["mean"])]
+        out["std"] = [float(v) for v in _as_list(out["std"])]
+    elif method == "minmax" and out.get("source") == "dataset":
+        for key in ("min", "max"):
+            if key not in out:
+                out[key] = _from_info(key)
+    elif method == "percentile":
+        out.setdefault("lower", 0.5)
+        out.setdefault("upper", 99.5)
+    elif method == "scale" and "max" not in out:
+        dtype = getattr(info, "image_dtype", None) or intensity.get("dtype")
+        if dtype is None:
+            raise NormalizationError("normalization 'scale' needs 'max' or a DatasetInfo with image_dtype")
+        if dtype not in _DTYPE_MAX:
+            raise NormalizationError(f"normalization 'scale': unsupported image dtype {dtype!r}")
+        out["max"] = _DTYPE_MAX[dtype]
+    if method in ("zscore", "dataset", "minmax", "percentile"):
+        out.setdefault("eps", 1e-6)
+    return out
+
+
+def _as_list(value: Any) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+__all__ = ["DEFAULT_NORMALIZATION", "METHODS", "NormalizationError", "normalize", "resolve_normalization"]
