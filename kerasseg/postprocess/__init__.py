@@ -9,6 +9,7 @@ Public API::
 """
 
 from kerasseg.postprocess.appearance import appearance_image
+from kerasseg.postprocess.batch import dense_crf_batch
 from kerasseg.postprocess.crf import (
     check_probabilities,
     dense_crf,
@@ -16,8 +17,11 @@ from kerasseg.postprocess.crf import (
 )
 from kerasseg.postprocess.errors import CRFConfigError, CRFError, CRFInputError
 from kerasseg.postprocess.params import CRFParams
+from kerasseg.postprocess.scores import segmentation_scores
+from kerasseg.postprocess.tuning import DEFAULT_GRID, TuningResult, expand_grid, parse_grid, tune_crf
 
 __all__ = [
+    "DEFAULT_GRID",
     "CRFConfigError",
     "CRFError",
     "CRFInputError",
@@ -25,5 +29,11 @@ __all__ = [
     "appearance_image",
     "check_probabilities",
     "dense_crf",
+    "dense_crf_batch",
+    "expand_grid",
+    "parse_grid",
     "probabilities_from_labels",
+    "segmentation_scores",
+    "tune_crf",
+    "TuningResult",
 ]

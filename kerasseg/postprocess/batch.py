@@ -13,7 +13,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -43,20 +43,39 @@ def _run_one(task: Task) -> tuple[np.ndarray, np.ndarray]:
     return dense_crf(image, probabilities, **kwargs)
 
 
-def map_tasks(
-    fn: Callable[[Any], Any], tasks: Iterable[Any], *, n_jobs: int | None = 1
-) -> list[Any]:
-    """``[fn(t) for t in tasks]``, in order, over ``n_jobs`` worker processes.
+def imap_tasks(
+    fn: Callable[[Any], Any],
+    tasks: Iterable[Any],
+    *,
+    n_jobs: int | None = 1,
+    initializer: Callable[..., None] | None = None,
+    initargs: tuple = (),
+) -> Iterator[Any]:
+    """Yield ``fn(t)`` for each task, in order, computed by ``n_jobs`` worker processes.
 
-    ``fn`` must be a picklable module-level function. Exceptions raised in a
-    worker (e.g. :class:`CRFInputError`) are re-raised here unchanged.
+    ``fn`` and ``initializer`` must be picklable module-level functions;
+    ``initializer(*initargs)`` runs once per worker (in this process when serial),
+    e.g. to hand every worker the images once instead of once per task.
+    Exceptions raised in a worker (e.g. :class:`CRFInputError`) are re-raised
+    here unchanged.
     """
     tasks = list(tasks)
     jobs = min(resolve_n_jobs(n_jobs), max(1, len(tasks)))
     if jobs == 1:
-        return [fn(t) for t in tasks]
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=_mp_context()) as pool:
-        return list(pool.map(fn, tasks, chunksize=1))
+        if initializer is not None:
+            initializer(*initargs)
+        for t in tasks:
+            yield fn(t)
+        return
+    with ProcessPoolExecutor(
+        max_workers=jobs, mp_context=_mp_context(), initializer=initializer, initargs=initargs
+    ) as pool:
+        yield from pool.map(fn, tasks, chunksize=1)
+
+
+def map_tasks(fn: Callable[[Any], Any], tasks: Iterable[Any], **kwargs: Any) -> list[Any]:
+    """``list(imap_tasks(fn, tasks, **kwargs))``."""
+    return list(imap_tasks(fn, tasks, **kwargs))
 
 
 def dense_crf_batch(

@@ -31,9 +31,10 @@ class CRFParams:
     iterations; diagonal kernel, symmetric normalization.
 
     Attributes:
-        enabled: whether a pipeline should apply the CRF at all (``dense_crf``
-            itself ignores it; ``crf-tune`` writes ``False`` when no setting beat
-            the un-refined prediction).
+        enabled: whether a pipeline (``predict``/``evaluate`` without ``--crf``)
+            applies the CRF; off unless a config turns it on. ``dense_crf`` itself
+            ignores it; ``crf-tune`` writes ``True`` only when the best setting
+            beat the un-refined prediction.
         iterations: mean-field iterations (>= 0).
         gaussian_sxy: spatial standard deviation (pixels) of the smoothness kernel.
         gaussian_compat: Potts weight of the smoothness kernel (0 disables it).
@@ -50,7 +51,7 @@ class CRFParams:
             instead of ``DenseCRF2D``'s built-in features.
     """
 
-    enabled: bool = True
+    enabled: bool = False
     iterations: int = 5
     gaussian_sxy: float = 3.0
     gaussian_compat: float = 3.0

@@ -12,7 +12,7 @@ from kerasseg.postprocess.batch import dense_crf_batch, resolve_n_jobs
 
 def test_params_round_trip_through_yaml():
     p = CRFParams(iterations=8, bilateral_srgb=(10.0, 12.0, 14.0), window={"center": 40, "width": 400},
-                  kernel="full", use_generic_path=True, enabled=False)
+                  kernel="full", use_generic_path=True, enabled=True)
     text = yaml.safe_dump({"crf": p.to_dict()})
     back = CRFParams.from_dict(yaml.safe_load(text)["crf"])
     assert back == p
