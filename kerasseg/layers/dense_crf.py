@@ -1,0 +1,306 @@
+"""``DenseCRF``: a fully connected CRF (mean-field inference) as a Keras layer.
+
+This is the TensorFlow version of the pydensecrf stage
+(:func:`kerasseg.postprocess.dense_crf`): the same energy, the same parameter
+names and defaults, so that refinement can run batched on a GPU and ship inside
+an exported SavedModel without any compiled extension.
+
+Energy (Kraehenbuehl & Koltun, NIPS 2011), for labels ``x`` of the pixels::
+
+    E(x) = sum_i U_i(x_i) + sum_{i,j} mu(x_i, x_j) k(i, j)
+    U_i(l) = -log p_i(l)                                   (unary)
+    mu = Potts                                             (compatibility)
+    k(i, j) = w_g exp(-|p_i - p_j|^2 / 2 gaussian_sxy^2)    (smoothness)
+            + w_b exp(-|p_i - p_j|^2 / 2 bilateral_sxy^2
+                      -|I_i - I_j|^2 / 2 bilateral_srgb^2)  (appearance)
+
+Mean-field inference, as in the reference::
+
+    Q = softmax(-U)
+    repeat `iterations` times:
+        Q = softmax(-U + w_g * K_g(Q) + w_b * K_b(Q))
+
+where each ``K`` is the Gaussian filter with *symmetric normalization*
+(pydensecrf's ``NORMALIZE_SYMMETRIC``): with ``n = 1 / sqrt(F(1))`` the
+filtered message is ``n * F(n * Q)``, ``F`` being the un-normalized Gaussian
+filter including every pixel's own contribution. ``DIAG_KERNEL`` only says that
+the feature transform is a (here fixed, identity) diagonal matrix: the features
+are positions divided by ``*_sxy`` and intensities divided by ``bilateral_srgb``.
+Feature order follows pydensecrf's ``create_pairwise_*`` helpers: ``(row,
+column, channel 0, channel 1, ...)``.
+
+Filters:
+
+* ``"lattice"``: the permutohedral lattice (:mod:`crf_permutohedral`), built the
+  same way as pydensecrf's; agrees with it to float32 round-off.
+* ``"auto"``: the fastest choice that keeps agreement with pydensecrf.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+import tensorflow as tf
+
+from kerasseg.layers import crf_permutohedral as _lattice
+
+_GAUSSIAN_FILTERS = ("auto", "lattice")
+_BILATERAL_FILTERS = ("auto", "lattice")
+
+
+def _as_float_list(value: float | Sequence[float]) -> float | list[float]:
+    if isinstance(value, (list, tuple)):
+        return [float(v) for v in value]
+    return float(value)
+
+
+@keras.saving.register_keras_serializable(package="kerasseg")
+class DenseCRF(keras.layers.Layer):
+    """Fully connected CRF refinement of per-pixel class probabilities.
+
+    Call it on ``[image, probabilities]``:
+
+    * ``image``: ``(B, H, W, C)`` uint8 or float in 0..255 intensity space
+      (window 16-bit or normalized images to 0..255 first; ``C`` must be
+      static, 1 for grayscale, 3 for RGB, any other count works too).
+    * ``probabilities``: ``(B, H, W, K)`` class probabilities (softmax output),
+      or logits with ``from_logits=True``. ``K == 1`` is read as a sigmoid
+      output (foreground probability) and expanded to two classes inside.
+
+    Returns refined probabilities ``(B, H, W, K)`` float32 (for ``K == 1`` the
+    refined foreground probability). ``H`` and ``W`` may be dynamic. All
+    computation is float32, also under a mixed-precision policy. The layer has
+    no weights, and is differentiable with respect to the probabilities (or
+    logits), so it can sit at the end of a network trained end to end
+    (CRF-as-RNN style).
+
+    Args:
+        iterations: mean-field iterations.
+        gaussian_sxy: spatial standard deviation (pixels) of the smoothness kernel.
+        gaussian_compat: Potts weight of the smoothness kernel.
+        bilateral_sxy: spatial standard deviation (pixels) of the appearance kernel.
+        bilateral_srgb: intensity standard deviation of the appearance kernel,
+            one number for all channels or one per channel.
+        bilateral_compat: Potts weight of the appearance kernel.
+        from_logits: the second input holds logits, not probabilities.
+        clip: probabilities are clipped to ``[clip, 1]`` before ``-log``
+            (pydensecrf's ``unary_from_softmax`` default).
+        gaussian_filter: ``"auto"`` or ``"lattice"``.
+        bilateral_filter: ``"auto"`` or ``"lattice"``.
+    """
+
+    def __init__(
+        self,
+        iterations: int = 5,
+        gaussian_sxy: float = 3.0,
+        gaussian_compat: float = 3.0,
+        bilateral_sxy: float = 80.0,
+        bilateral_srgb: float | Sequence[float] = 13.0,
+        bilateral_compat: float = 10.0,
+        from_logits: bool = False,
+        clip: float = 1e-5,
+        gaussian_filter: str = "auto",
+        bilateral_filter: str = "auto",
+        **kwargs,
+    ):
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        if int(iterations) < 0:
+            raise ValueError(f"DenseCRF: iterations must be >= 0, got {iterations}")
+        for name, value in (("gaussian_sxy", gaussian_sxy), ("bilateral_sxy", bilateral_sxy)):
+            if float(value) <= 0:
+                raise ValueError(f"DenseCRF: {name} must be > 0, got {value}")
+        srgb = _as_float_list(bilateral_srgb)
+        if any(s <= 0 for s in (srgb if isinstance(srgb, list) else [srgb])):
+            raise ValueError(f"DenseCRF: bilateral_srgb must be > 0, got {bilateral_srgb}")
+        if not 0.0 <= float(clip) < 1.0:
+            raise ValueError(f"DenseCRF: clip must be in [0, 1), got {clip}")
+        if gaussian_filter not in _GAUSSIAN_FILTERS:
+            raise ValueError(f"DenseCRF: gaussian_filter must be one of {_GAUSSIAN_FILTERS}, got {gaussian_filter!r}")
+        if bilateral_filter not in _BILATERAL_FILTERS:
+            raise ValueError(f"DenseCRF: bilateral_filter must be one of {_BILATERAL_FILTERS}, got {bilateral_filter!r}")
+        self.iterations = int(iterations)
+        self.gaussian_sxy = float(gaussian_sxy)
+        self.gaussian_compat = float(gaussian_compat)
+        self.bilateral_sxy = float(bilateral_sxy)
+        self.bilateral_srgb = srgb
+        self.bilateral_compat = float(bilateral_compat)
+        self.from_logits = bool(from_logits)
+        self.clip = float(clip)
+        self.gaussian_filter = gaussian_filter
+        self.bilateral_filter = bilateral_filter
+
+    # ------------------------------------------------------------------ config
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            iterations=self.iterations,
+            gaussian_sxy=self.gaussian_sxy,
+            gaussian_compat=self.gaussian_compat,
+            bilateral_sxy=self.bilateral_sxy,
+            bilateral_srgb=self.bilateral_srgb,
+            bilateral_compat=self.bilateral_compat,
+            from_logits=self.from_logits,
+            clip=self.clip,
+            gaussian_filter=self.gaussian_filter,
+            bilateral_filter=self.bilateral_filter,
+        )
+        return config
+
+    # ------------------------------------------------------------------ shapes
+    def _split(self, inputs):
+        if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
+            raise ValueError("DenseCRF expects [image, probabilities] as its input")
+        return inputs[0], inputs[1]
+
+    def compute_output_shape(self, input_shape):
+        image_shape, prob_shape = self._split(input_shape)
+        return tuple(prob_shape)
+
+    def compute_output_spec(self, inputs):
+        image, probs = self._split(inputs)
+        self._check_shapes(image.shape, probs.shape)
+        return keras.KerasTensor(tuple(probs.shape), dtype="float32")
+
+    def _check_shapes(self, image_shape, prob_shape) -> None:
+        if len(image_shape) != 4 or len(prob_shape) != 4:
+            raise ValueError(
+                "DenseCRF expects image (B,H,W,C) and probabilities (B,H,W,K), "
+                f"got shapes {tuple(image_shape)} and {tuple(prob_shape)}"
+            )
+        if image_shape[-1] is None:
+            raise ValueError("DenseCRF needs a static image channel count (the last image dimension)")
+        srgb = self.bilateral_srgb
+        if isinstance(srgb, list) and len(srgb) != image_shape[-1]:
+            raise ValueError(
+                f"DenseCRF: bilateral_srgb has {len(srgb)} values but the image has {image_shape[-1]} channels"
+            )
+
+    # ------------------------------------------------------------------ call
+    def call(self, inputs):
+        image, probs = self._split(inputs)
+        image = tf.convert_to_tensor(image)
+        probs = tf.convert_to_tensor(probs)
+        self._check_shapes(image.shape, probs.shape)
+        return refine(
+            image,
+            probs,
+            iterations=self.iterations,
+            gaussian_sxy=self.gaussian_sxy,
+            gaussian_compat=self.gaussian_compat,
+            bilateral_sxy=self.bilateral_sxy,
+            bilateral_srgb=self.bilateral_srgb,
+            bilateral_compat=self.bilateral_compat,
+            from_logits=self.from_logits,
+            clip=self.clip,
+            gaussian_filter=self.gaussian_filter,
+            bilateral_filter=self.bilateral_filter,
+        )
+
+
+# ---------------------------------------------------------------------- core
+def _unary(probs: tf.Tensor, *, from_logits: bool, clip: float) -> tf.Tensor:
+    """Unary energies ``(B, H, W, K')``, ``K' = max(K, 2)``."""
+    k = probs.shape[-1]
+    if from_logits:
+        if k == 1:
+            probs = tf.concat([tf.zeros_like(probs), probs], axis=-1)
+        return -tf.nn.log_softmax(probs, axis=-1)
+    if k == 1:
+        probs = tf.concat([1.0 - probs, probs], axis=-1)
+    return -tf.math.log(tf.clip_by_value(probs, clip, 1.0))
+
+
+def _pixel_grid(height: tf.Tensor, width: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Row and column coordinates ``(H, W)`` float32."""
+    rows = tf.range(height, dtype=tf.float32)
+    cols = tf.range(width, dtype=tf.float32)
+    yy, xx = tf.meshgrid(rows, cols, indexing="ij")
+    return yy, xx
+
+
+class _LatticeKernel:
+    """Symmetric-normalized Gaussian kernel evaluated on a permutohedral lattice.
+
+    ``filter_values`` maps ``(P, C)`` -> ``(P, C)``; ``norm`` is ``(P, 1)``.
+    """
+
+    def __init__(self, features: tf.Tensor, group: tf.Tensor | None = None):
+        self.lattice = _lattice.build_lattice(features, group)
+        ones = tf.ones([tf.shape(features)[0], 1], tf.float32)
+        self.norm = tf.math.rsqrt(_lattice.lattice_filter(self.lattice, ones) + 1e-20)
+        # F(n): the message of "all classes together", used to get the last
+        # class's message from the others (the classes of Q sum to one).
+        self.total = self.norm * _lattice.lattice_filter(self.lattice, self.norm)
+
+    def __call__(self, values: tf.Tensor) -> tf.Tensor:
+        return self.norm * _lattice.lattice_filter(self.lattice, self.norm * values)
+
+
+def refine(
+    image: tf.Tensor,
+    probs: tf.Tensor,
+    *,
+    iterations: int = 5,
+    gaussian_sxy: float = 3.0,
+    gaussian_compat: float = 3.0,
+    bilateral_sxy: float = 80.0,
+    bilateral_srgb: float | Sequence[float] = 13.0,
+    bilateral_compat: float = 10.0,
+    from_logits: bool = False,
+    clip: float = 1e-5,
+    gaussian_filter: str = "auto",
+    bilateral_filter: str = "auto",
+) -> tf.Tensor:
+    """Functional form of :class:`DenseCRF` (same arguments, same shapes)."""
+    image = tf.cast(image, tf.float32)
+    probs = tf.cast(probs, tf.float32)
+    out_classes = probs.shape[-1]
+    channels = image.shape[-1]
+    unary = _unary(probs, from_logits=from_logits, clip=clip)  # (B,H,W,K)
+    num_classes = tf.shape(unary)[-1]  # may be dynamic; K == 1 is only detected when static
+
+    shape = tf.shape(unary)
+    batch, height, width = shape[0], shape[1], shape[2]
+    hw = height * width
+
+    yy, xx = _pixel_grid(height, width)
+
+    # Smoothness kernel: the same for every image, so one lattice on H*W
+    # points filters the whole batch (images and classes as channels).
+    gauss_feats = tf.stack([yy / gaussian_sxy, xx / gaussian_sxy], axis=-1)
+    gauss = _LatticeKernel(tf.reshape(gauss_feats, [-1, 2]))
+
+    # Appearance kernel: one lattice over all images, kept apart by group id.
+    srgb = bilateral_srgb if isinstance(bilateral_srgb, (list, tuple)) else [bilateral_srgb] * channels
+    pos = tf.stack([yy / bilateral_sxy, xx / bilateral_sxy], axis=-1)  # (H,W,2)
+    pos = tf.broadcast_to(pos[None], [batch, height, width, 2])
+    colour = image / tf.constant(srgb, tf.float32)
+    bil_feats = tf.reshape(tf.concat([pos, colour], axis=-1), [-1, 2 + channels])
+    group = tf.repeat(tf.range(batch), hw)
+    bilateral = _LatticeKernel(bil_feats, group)
+
+    flat_unary = tf.reshape(unary, [-1, num_classes])  # (B*HW, K), batch-major
+    q = tf.nn.softmax(-flat_unary, axis=-1)
+
+    def gauss_message(values: tf.Tensor) -> tf.Tensor:
+        # (B*HW, C) -> (HW, B*C) so that one lattice pass serves the batch.
+        c = tf.shape(values)[1]
+        per_pixel = tf.reshape(tf.transpose(tf.reshape(values, [batch, hw, c]), [1, 0, 2]), [hw, -1])
+        out = gauss(per_pixel)
+        return tf.reshape(tf.transpose(tf.reshape(out, [hw, batch, c]), [1, 0, 2]), [-1, c])
+
+    gauss_total = tf.tile(gauss.total, [batch, 1])
+    for _ in range(iterations):
+        head = q[:, :-1]  # the last class follows from sum(Q) = 1
+        msg_g = gauss_message(head)
+        msg_b = bilateral(head)
+        msg_g = tf.concat([msg_g, gauss_total - tf.reduce_sum(msg_g, axis=1, keepdims=True)], axis=1)
+        msg_b = tf.concat([msg_b, bilateral.total - tf.reduce_sum(msg_b, axis=1, keepdims=True)], axis=1)
+        q = tf.nn.softmax(-flat_unary + gaussian_compat * msg_g + bilateral_compat * msg_b, axis=-1)
+
+    q = tf.reshape(q, shape)
+    if out_classes == 1:
+        q = q[..., 1:]
+    return q
