@@ -12,7 +12,7 @@ A training run is described by one YAML file (see ``configs/`` for examples)::
     training:  {epochs: 50, batch_size: 4, strategy: auto, mixed_precision: false}
     finetune:  {frozen_epochs: 0, learning_rate_factor: 0.1}
     callbacks: {tensorboard: true, early_stopping_patience: null}
-    crf:       {enabled: false}
+    crf:       {enabled: false, iterations: 5}
 
 Sections are dataclasses, so every key is known: an unknown key is an error
 that names the key and the nearest valid one. Free-form mappings (model
@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import types
 import typing
 from typing import Any, Iterable, Mapping, Sequence, Union
@@ -45,18 +46,42 @@ __all__ = [
     "TrainingConfig",
     "FinetuneConfig",
     "CallbacksConfig",
-    "CRFConfig",
     "Config",
     "from_dict",
     "load_config",
     "apply_overrides",
     "save_config",
     "to_dict",
+    "yaml_load",
 ]
 
 
 class ConfigError(ValueError):
     """The configuration is invalid (unknown key, wrong type, bad value)."""
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-4`` as a float (YAML 1.2; PyYAML's 1.1
+    resolver wants ``1.0e-4`` and would hand the string ``"1e-4"`` back)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: Any) -> Any:
+    """``yaml.safe_load`` with YAML 1.2 floats (``1e-4``); ``text`` is a str or a file."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 @dataclasses.dataclass
@@ -70,8 +95,13 @@ class DataConfig:
         normalization: intensity normalization dict (``kerasseg.data`` contract),
             e.g. ``{method: zscore}`` or ``{method: dataset}``; resolved against
             ``dataset.json`` and stored with the model.
-        augmentation: augmentation settings passed to ``kerasseg.data.load_dataset``.
-        preprocess: extra preprocessing settings passed to the pipeline.
+        geometry: how examples reach ``image_size``: ``resize``, ``random_crop``
+            (foreground-biased patches, ``foreground_fraction`` of them centred on a
+            labelled pixel), ``center_crop`` or ``pad``.
+        augmentation: augmentation settings passed to ``kerasseg.data.load_dataset``
+            (``AugmentConfig`` keys, e.g. ``{hflip: 0.5, elastic: 0.3}``).
+        preprocess: classical preprocessing steps run before caching
+            (``kerasseg.data.classical``), e.g. ``[{name: median, size: 3}]``.
         class_weights: ``false`` (all 1), ``true``/``median_frequency``
             (median-frequency balancing from the pixel counts in ``dataset.json``)
             or an explicit list with one weight per class.
@@ -84,8 +114,10 @@ class DataConfig:
     val_split: str = "val"
     image_size: list = dataclasses.field(default_factory=lambda: [256, 256])
     normalization: dict = dataclasses.field(default_factory=lambda: {"method": "zscore"})
+    geometry: str = "resize"
+    foreground_fraction: float = 0.5
     augmentation: dict = dataclasses.field(default_factory=dict)
-    preprocess: dict = dataclasses.field(default_factory=dict)
+    preprocess: list = dataclasses.field(default_factory=list)
     class_weights: Any = False
     cache: bool = False
     shuffle_buffer: int = 256
@@ -183,22 +215,15 @@ class CallbacksConfig:
 
 
 @dataclasses.dataclass
-class CRFConfig:
-    """Dense CRF settings (``kerasseg.postprocess.dense_crf``) stored with the model
-    and used by ``evaluate --crf`` / ``predict --crf``."""
-
-    enabled: bool = False
-    iterations: int = 5
-    gaussian_sxy: float = 3.0
-    gaussian_compat: float = 3.0
-    bilateral_sxy: float = 80.0
-    bilateral_srgb: float = 13.0
-    bilateral_compat: float = 10.0
-
-
-@dataclasses.dataclass
 class Config:
-    """A complete training run."""
+    """A complete training run.
+
+    ``crf`` holds dense-CRF parameters (``kerasseg.postprocess.CRFParams`` keys:
+    ``enabled``, ``iterations``, ``gaussian_sxy``, ``gaussian_compat``,
+    ``bilateral_sxy``, ``bilateral_srgb``, ``bilateral_compat``, ...). They are
+    stored with the trained model; ``evaluate``/``predict`` apply them with
+    ``--crf`` (or always when ``enabled: true``).
+    """
 
     run_dir: str = "runs/run"
     seed: int = 0
@@ -210,11 +235,12 @@ class Config:
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
     callbacks: CallbacksConfig = dataclasses.field(default_factory=CallbacksConfig)
-    crf: CRFConfig = dataclasses.field(default_factory=CRFConfig)
+    crf: dict = dataclasses.field(default_factory=dict)
 
     def validate(self) -> "Config":
         """Check values that the types alone do not catch; return ``self``."""
         _check_choice("schedule.name", self.schedule.name, ("cosine", "polynomial", "constant"))
+        _check_choice("data.geometry", self.data.geometry, ("resize", "random_crop", "center_crop", "pad"))
         _check_choice("optimizer.name", self.optimizer.name, ("adam", "adamw", "sgd"))
         _check_choice(
             "training.strategy",
@@ -258,9 +284,23 @@ class Config:
             )
         if self.finetune.learning_rate_factor <= 0:
             raise ConfigError("finetune.learning_rate_factor must be > 0")
+        self._validate_crf()
         if self.training.verbose not in (0, 1, 2):
             raise ConfigError(f"training.verbose must be 0, 1 or 2, got {self.training.verbose}")
         return self
+
+
+    def _validate_crf(self) -> None:
+        from kerasseg.postprocess import CRFConfigError, CRFParams
+
+        known = CRFParams.field_names()
+        for key in self.crf:
+            if key not in known:
+                raise ConfigError(f"unknown config key 'crf.{key}'{_nearest(str(key), known, 'crf')}")
+        try:
+            CRFParams.from_dict(self.crf, origin="crf")
+        except CRFConfigError as e:
+            raise ConfigError(str(e)) from e
 
 
 def _check_choice(key: str, value: Any, choices: Sequence[str]) -> None:
@@ -363,7 +403,7 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set {item!r}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
         raise ConfigError(f"--set {item!r}: value is not valid YAML ({e})") from e
     return key.split("."), value
@@ -419,7 +459,7 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Confi
     path = os.fspath(path)
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            data = yaml_load(f)
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except (OSError, yaml.YAMLError) as e:

@@ -4,7 +4,9 @@
 
 * ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` names more than one task
   in its cluster (workers, plus a chief if there is one);
-* ``MirroredStrategy`` when more than one GPU is visible;
+* ``MirroredStrategy`` when more than one GPU is visible (forced
+  ``mirrored`` on a machine without GPUs mirrors over the logical CPU devices,
+  which is how tests exercise it);
 * the default (no-op) strategy otherwise.
 
 ``one_device | mirrored | multi_worker | default`` force one. The batch size
@@ -127,7 +129,11 @@ def make_strategy(name: str = "auto") -> Any:
             )
         return tf.distribute.MultiWorkerMirroredStrategy()
     if resolved == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        # All GPUs; on a CPU-only machine split into logical devices
+        # (tf.config.set_logical_device_configuration) all logical CPUs.
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+        return tf.distribute.MirroredStrategy(devices)
     if resolved == "one_device":
         gpus = tf.config.list_logical_devices("GPU")
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")

@@ -21,6 +21,7 @@ and write masks, overlays and probability maps.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any, Sequence
@@ -33,6 +34,8 @@ __all__ = [
     "MODEL_INFO_FILENAME",
     "load_model",
     "load_model_info",
+    "LoadedModel",
+    "load_for_inference",
     "model_input_channels",
     "read_image",
     "match_channels",
@@ -115,6 +118,82 @@ def load_model_info(model_path: str | os.PathLike) -> dict:
     if not isinstance(info, dict):
         raise InferenceError(f"{path}: model info must be a JSON object")
     return info
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A model with what inference needs to feed it like in training.
+
+    Attributes:
+        model: the Keras model.
+        path: the ``.keras`` file.
+        class_names: one name per output class.
+        normalization: resolved normalization dict (``None``: raw float32 input).
+        image_size: ``(h, w)`` of training examples, or ``None`` if unknown.
+        crf: dense-CRF parameters stored with the run (``{}`` = defaults).
+        info: the raw ``model_info.json`` content (``{}`` when absent).
+    """
+
+    model: Any
+    path: str
+    class_names: list
+    normalization: dict | None
+    image_size: tuple | None
+    crf: dict
+    info: dict
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def load_for_inference(
+    path: str | os.PathLike,
+    *,
+    normalization: dict | str | None = None,
+    class_names: Sequence[str] | None = None,
+) -> LoadedModel:
+    """Load a model and its ``model_info.json``; explicit arguments override the file.
+
+    Without ``model_info.json`` and without ``normalization`` the image is
+    z-scored per image (the kerasseg default) and a note says so on stderr.
+
+    Raises:
+        InferenceError: missing/corrupt model, class names that do not match the
+            model's outputs.
+    """
+    import sys
+
+    model = load_model(path)
+    info = load_model_info(path)
+    if isinstance(normalization, str):
+        normalization = {"method": normalization}
+    if normalization is None:
+        normalization = info.get("normalization")
+        if normalization is None:
+            normalization = {"method": "zscore"}
+            print(f"note: no {MODEL_INFO_FILENAME} beside {os.fspath(path)}; normalizing with "
+                  "per-image z-score (pass --normalization to change)", file=sys.stderr)
+    outputs = model.outputs[0].shape[-1] if getattr(model, "outputs", None) else None
+    names = list(class_names) if class_names else list(info.get("class_names") or [])
+    if not names:
+        k = int(outputs or 2)
+        names = [f"class{i}" for i in range(max(k, 2))]
+    expected = max(int(outputs), 2) if outputs else len(names)
+    if len(names) != expected:
+        raise InferenceError(
+            f"{os.fspath(path)}: {len(names)} class names {names} but the model has {outputs} output channel(s)"
+        )
+    size = info.get("image_size")
+    return LoadedModel(
+        model=model,
+        path=os.fspath(path),
+        class_names=names,
+        normalization=normalization,
+        image_size=tuple(int(v) for v in size) if size else None,
+        crf=dict(info.get("crf") or {}),
+        info=info,
+    )
 
 
 def model_input_channels(model: Any) -> int | None:
