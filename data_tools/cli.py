@@ -1,0 +1,142 @@
+"""Console scripts ``labelme2tfrecord`` and ``masks2tfrecord``.
+
+Both return an exit status: 0 success, 1 ``--verify`` found problems,
+2 a user error (bad input, bad options, existing output), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+from data_tools.errors import AnnotationError
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--split", default="train=0.8,val=0.2",
+                        help="split names and fractions (default: train=0.8,val=0.2)")
+    parser.add_argument("--folds", type=int, default=0,
+                        help="also write K-fold lists of the train split to splits/ (default: none)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split shuffle (default: 0)")
+    parser.add_argument("--shards", type=int, default=None,
+                        help="shards per split (default: one per 500 examples)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="parallel worker processes (default: 1); output is identical for any count")
+    parser.add_argument("--on-error", choices=("stop", "skip"), default="stop",
+                        help="stop: fail on the first bad file and write nothing (default); "
+                        "skip: leave bad files out and list them in the report")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing converted OUTPUT_DIR")
+    parser.add_argument("--preview", type=int, default=0, metavar="N",
+                        help="write N overlay PNGs to OUTPUT_DIR/preview")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--verify", metavar="DIR", default=None,
+                        help="only check an already converted dataset folder and exit")
+
+
+def _labelme_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="labelme2tfrecord",
+        description="Convert a folder of labelme JSON annotations (any labelme version) into "
+        "sharded TFRecords with dataset.json, reproducible splits and a report.",
+    )
+    parser.add_argument("input_dir", nargs="?", metavar="INPUT_DIR", help="folder of labelme *.json files")
+    parser.add_argument("output_dir", nargs="?", metavar="OUTPUT_DIR", help="dataset folder to create")
+    parser.add_argument("--labels", default=None,
+                        help="labelme labels.txt (__ignore__, _background_, classes...); default: "
+                        "INPUT_DIR/labels.txt if present, else the labels found, sorted")
+    _add_common(parser)
+    return parser
+
+
+def _masks_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="masks2tfrecord",
+        description="Convert a folder of images and a folder of mask files into sharded "
+        "TFRecords with dataset.json, reproducible splits and a report.",
+    )
+    parser.add_argument("images_dir", nargs="?", metavar="IMAGES_DIR")
+    parser.add_argument("masks_dir", nargs="?", metavar="MASKS_DIR")
+    parser.add_argument("output_dir", nargs="?", metavar="OUTPUT_DIR")
+    parser.add_argument("--mask-pattern", default=None,
+                        help="mask file names of an image, {stem} = image name without extension "
+                        "(default: '{stem}.*'; e.g. '{stem}_mask*.png'); several matches are combined")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="binary masks from grey values: value > T is class 1")
+    parser.add_argument("--class-map", default=None,
+                        help="file of 'VALUE NAME' lines (VALUE = grey level, palette index or R,G,B); "
+                        "line order = class id; __ignore__ maps to 255")
+    _add_common(parser)
+    return parser
+
+
+def _verify(path: str) -> int:
+    from data_tools.verify import verify_dataset
+
+    report = verify_dataset(path)
+    print(report.to_text(), end="")
+    return 0 if report.ok else 1
+
+
+def _run(prog: str, call) -> int:
+    try:
+        return call()
+    except AnnotationError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+def labelme2tfrecord_main(argv: Sequence[str] | None = None) -> int:
+    """``labelme2tfrecord INPUT_DIR OUTPUT_DIR [options]`` or ``labelme2tfrecord --verify DIR``."""
+    parser = _labelme_parser()
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.verify:
+        return _run(parser.prog, lambda: _verify(args.verify))
+    if not args.input_dir or not args.output_dir:
+        parser.error("INPUT_DIR and OUTPUT_DIR are required (or --verify DIR)")
+
+    def call() -> int:
+        from data_tools.converter import convert_labelme
+
+        report = convert_labelme(
+            args.input_dir, args.output_dir, labels=args.labels, split=args.split, folds=args.folds,
+            seed=args.seed, shards=args.shards, workers=args.workers, on_error=args.on_error,
+            overwrite=args.overwrite, preview=args.preview, progress=not args.no_progress,
+        )
+        print(report.to_text(), end="")
+        print(f"report saved to {os.path.join(report.output_dir, 'report.txt')} (and report.json)")
+        return 0
+
+    return _run(parser.prog, call)
+
+
+def masks2tfrecord_main(argv: Sequence[str] | None = None) -> int:
+    """``masks2tfrecord IMAGES_DIR MASKS_DIR OUTPUT_DIR [options]`` or ``--verify DIR``."""
+    parser = _masks_parser()
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.verify:
+        return _run(parser.prog, lambda: _verify(args.verify))
+    if not (args.images_dir and args.masks_dir and args.output_dir):
+        parser.error("IMAGES_DIR, MASKS_DIR and OUTPUT_DIR are required (or --verify DIR)")
+
+    def call() -> int:
+        from data_tools.converter import convert_mask_folder
+
+        report = convert_mask_folder(
+            args.images_dir, args.masks_dir, args.output_dir, mask_pattern=args.mask_pattern,
+            threshold=args.threshold, class_map=args.class_map, split=args.split, folds=args.folds,
+            seed=args.seed, shards=args.shards, workers=args.workers, on_error=args.on_error,
+            overwrite=args.overwrite, preview=args.preview, progress=not args.no_progress,
+        )
+        print(report.to_text(), end="")
+        print(f"report saved to {os.path.join(report.output_dir, 'report.txt')} (and report.json)")
+        return 0
+
+    return _run(parser.prog, call)
+
+
+__all__ = ["labelme2tfrecord_main", "masks2tfrecord_main"]

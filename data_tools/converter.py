@@ -1,0 +1,743 @@
+"""Convert labelme folders and image+mask folders into kerasseg TFRecords.
+
+Both converters share one pipeline:
+
+1. find the sources and check them cheaply (JSON, labels, image paths,
+   duplicates) before anything is written;
+2. assign reproducible splits (and k-fold lists) from the sorted ids and seed;
+3. decode images and rasterize masks, in ``workers`` processes (TensorFlow is
+   not imported there); results come back in a fixed order, so the records
+   are byte-identical for any worker count;
+4. write shards, ``splits/*.txt``, previews and the report into a temporary
+   folder beside ``OUTPUT_DIR``, ``dataset.json`` last, then rename it into
+   place. An interrupted run leaves no ``OUTPUT_DIR`` (and so no
+   ``dataset.json``); an existing output is only replaced with ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import math
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+import uuid
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from data_tools.errors import AnnotationError, ConversionError
+from data_tools.labels import IGNORE_INDEX, ClassList, classes_from_labels, read_labels_txt
+from data_tools.report import ConversionReport, FileNote
+from data_tools.splits import DEFAULT_SPLIT, assign_folds, assign_splits, parse_split_spec
+
+ON_ERROR_CHOICES = ("stop", "skip")
+RECORDS_PER_SHARD = 500
+"""Default shard size when ``shards`` is not given."""
+_TMP_PREFIX = ".kerasseg-tmp-"
+_OLD_PREFIX = ".kerasseg-old-"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Task:
+    """One example to convert (picklable; runs in a worker)."""
+
+    position: int
+    source_id: str
+    split: str
+    kind: str  # "labelme" or "masks"
+    payload: tuple
+    preview: bool
+
+
+# -- public API --------------------------------------------------------------------------------
+
+
+def convert_labelme(
+    input_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    labels: str | os.PathLike | None = None,
+    split: str | Mapping[str, float] = DEFAULT_SPLIT,
+    folds: int = 0,
+    seed: int = 0,
+    shards: int | None = None,
+    workers: int = 1,
+    on_error: str = "stop",
+    overwrite: bool = False,
+    preview: int = 0,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> ConversionReport:
+    """Convert a folder of labelme JSON files (searched recursively) to TFRecords.
+
+    Args:
+        input_dir: folder with ``*.json`` annotations and their images.
+        output_dir: dataset folder to create (see ``kerasseg.schema``).
+        labels: labelme ``labels.txt``; default ``input_dir/labels.txt`` when it
+            exists, else the classes found in the data (sorted, background first).
+        split: ``"train=0.8,val=0.2"`` or a mapping of split name to fraction.
+        folds: write ``k``-fold lists of the train split (0 = none).
+        seed: seed of the split/fold shuffle.
+        shards: shards per split (default: one per 500 examples).
+        workers: processes decoding and rasterizing (1 = in this process).
+        on_error: ``"stop"`` (raise, write nothing) or ``"skip"`` (leave the
+            file out and list it in the report).
+        overwrite: replace an existing converted dataset at ``output_dir``.
+        preview: write this many overlay PNGs to ``output_dir/preview``.
+        progress: show a tqdm progress bar on stderr.
+        log: called with progress messages (default: silent).
+
+    Returns:
+        The :class:`~data_tools.report.ConversionReport` (also saved as
+        ``report.json``/``report.txt`` in ``output_dir``).
+
+    Raises:
+        AnnotationError: a bad source file with ``on_error="stop"``.
+        ConversionError: bad options, empty input, or an existing output.
+    """
+    from data_tools.labelme import load_labelme_json, resolve_image_path
+
+    started = time.perf_counter()
+    options = _Options.make(split, folds, seed, shards, workers, on_error, preview)
+    input_dir = _existing_dir(input_dir, "INPUT_DIR")
+    output_dir = _check_output(output_dir, overwrite, inputs=[input_dir])
+    json_files = _find_files(input_dir, (".json",), exclude=[output_dir])
+    if not json_files:
+        raise ConversionError(input_dir, "no labelme *.json files found (searched recursively)")
+    if labels is None and os.path.isfile(os.path.join(input_dir, "labels.txt")):
+        labels = os.path.join(input_dir, "labels.txt")
+    class_list = read_labels_txt(labels) if labels is not None else None
+
+    skipped: list[FileNote] = []
+    fail = _failure_handler(options.on_error, skipped)
+    annotations: dict[str, tuple[str, set[str]]] = {}
+    seen_ids: dict[str, str] = {}
+    seen_images: dict[str, str] = {}
+    for json_path in json_files:
+        source_id = os.path.splitext(os.path.relpath(json_path, input_dir))[0].replace(os.sep, "/")
+        try:
+            annotation = load_labelme_json(json_path)
+            image_file = resolve_image_path(annotation, input_dir=input_dir)
+            if image_file is not None and not os.path.isfile(image_file):
+                raise AnnotationError(
+                    json_path, f"image file not found: {annotation.image_path!r} (looked for {image_file})"
+                )
+            if source_id.lower() in seen_ids:
+                raise AnnotationError(
+                    json_path, f"duplicate id {source_id!r}: {seen_ids[source_id.lower()]} has the same name"
+                )
+            if image_file is not None and image_file in seen_images:
+                raise AnnotationError(
+                    json_path,
+                    f"duplicate: annotates the same image {image_file} as {seen_images[image_file]}",
+                )
+            if class_list is not None:
+                known = class_list.ids()
+                for shape in annotation.shapes:
+                    if shape.label not in known:
+                        raise AnnotationError(
+                            json_path,
+                            f"{shape.describe()}: label {shape.label!r} is not in {class_list.source} "
+                            f"(known: {', '.join(class_list.names)})",
+                        )
+        except AnnotationError as e:
+            fail(e)
+            continue
+        seen_ids[source_id.lower()] = json_path
+        if image_file is not None:
+            seen_images[image_file] = json_path
+        annotations[source_id] = (json_path, set(annotation.labels))
+    if class_list is None:
+        class_list = classes_from_labels(label for _, found in annotations.values() for label in found)
+    _log(log, f"found {len(json_files)} annotation(s), {len(class_list)} classes ({class_list.source})")
+
+    class_ids = class_list.ids()
+
+    def make_payload(source_id: str) -> tuple:
+        return (annotations[source_id][0], input_dir, class_ids)
+
+    return _convert(
+        kind="labelme",
+        ids=list(annotations),
+        make_payload=make_payload,
+        class_names=list(class_list.names),
+        options=options,
+        input_description={"input_dir": input_dir, "labels": class_list.source},
+        output_dir=output_dir,
+        skipped=skipped,
+        started=started,
+        progress=progress,
+        log=log,
+    )
+
+
+def convert_mask_folder(
+    images_dir: str | os.PathLike,
+    masks_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    mask_pattern: str | None = None,
+    threshold: float | None = None,
+    class_map: str | os.PathLike | None = None,
+    split: str | Mapping[str, float] = DEFAULT_SPLIT,
+    folds: int = 0,
+    seed: int = 0,
+    shards: int | None = None,
+    workers: int = 1,
+    on_error: str = "stop",
+    overwrite: bool = False,
+    preview: int = 0,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> ConversionReport:
+    """Convert a folder of images and a folder of mask files to TFRecords.
+
+    Args:
+        images_dir: images (PNG, JPEG, TIFF, BMP, GIF), searched recursively.
+        masks_dir: mask files, same sub-folders as the images (may be ``images_dir``).
+        mask_pattern: file pattern of an image's masks, ``{stem}`` = image name
+            without extension (default ``"{stem}.*"``); several matches are combined.
+        threshold: grey masks become binary: value > threshold -> class 1.
+        class_map: file mapping mask values/colours to classes (see
+            :class:`data_tools.masks.ClassMap`); default: values are class ids
+            (0/255 binary masks -> 0/1).
+        split, folds, seed, shards, workers, on_error, overwrite, preview,
+        progress, log: as in :func:`convert_labelme`.
+
+    Returns:
+        The :class:`~data_tools.report.ConversionReport`.
+    """
+    from data_tools.masks import DEFAULT_MASK_PATTERN, find_pairs, read_class_map
+
+    started = time.perf_counter()
+    options = _Options.make(split, folds, seed, shards, workers, on_error, preview)
+    images_dir = _existing_dir(images_dir, "IMAGES_DIR")
+    masks_dir = _existing_dir(masks_dir, "MASKS_DIR")
+    output_dir = _check_output(output_dir, overwrite, inputs=[images_dir, masks_dir])
+    if threshold is not None and not math.isfinite(float(threshold)):
+        raise ConversionError(None, f"--threshold must be a finite number, got {threshold}")
+    cmap = read_class_map(class_map) if class_map is not None else None
+    pattern = mask_pattern or DEFAULT_MASK_PATTERN
+    pairs, problems = find_pairs(images_dir, masks_dir, mask_pattern=pattern, exclude=[output_dir])
+    if not pairs and not problems:
+        raise ConversionError(images_dir, "no images found (searched recursively for PNG/JPEG/TIFF/BMP/GIF)")
+    skipped: list[FileNote] = []
+    fail = _failure_handler(options.on_error, skipped)
+    for problem in problems:
+        fail(problem)
+    by_id = {pair.source_id: pair for pair in pairs}
+    _log(log, f"found {len(pairs)} image(s) with masks")
+
+    def make_payload(source_id: str) -> tuple:
+        pair = by_id[source_id]
+        return (pair.image, pair.masks, images_dir, threshold, cmap)
+
+    return _convert(
+        kind="masks",
+        ids=list(by_id),
+        make_payload=make_payload,
+        class_names=list(cmap.names) if cmap is not None else None,
+        options=options,
+        input_description={
+            "images_dir": images_dir,
+            "masks_dir": masks_dir,
+            "mask_pattern": pattern,
+            "threshold": threshold,
+            "class_map": cmap.source if cmap is not None else None,
+        },
+        output_dir=output_dir,
+        skipped=skipped,
+        started=started,
+        progress=progress,
+        log=log,
+    )
+
+
+# -- options and checks ------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    fractions: dict[str, float]
+    folds: int
+    seed: int
+    shards: int | None
+    workers: int
+    on_error: str
+    preview: int
+
+    @classmethod
+    def make(cls, split, folds, seed, shards, workers, on_error, preview) -> "_Options":
+        if on_error not in ON_ERROR_CHOICES:
+            raise ConversionError(None, f"--on-error must be one of {ON_ERROR_CHOICES}, got {on_error!r}")
+        if int(workers) < 1:
+            raise ConversionError(None, f"--workers must be at least 1, got {workers}")
+        if shards is not None and int(shards) < 1:
+            raise ConversionError(None, f"--shards must be at least 1, got {shards}")
+        if int(preview) < 0:
+            raise ConversionError(None, f"--preview must be >= 0, got {preview}")
+        if int(folds) < 0 or int(folds) == 1:
+            raise ConversionError(None, f"--folds must be 0 (none) or at least 2, got {folds}")
+        fractions = parse_split_spec(split)
+        if folds and "train" not in fractions:
+            raise ConversionError(None, "--folds needs a split named 'train'")
+        return cls(fractions, int(folds), int(seed), None if shards is None else int(shards),
+                   int(workers), on_error, int(preview))
+
+
+def _existing_dir(path: str | os.PathLike, what: str) -> str:
+    path = os.path.abspath(os.fspath(path))
+    if not os.path.isdir(path):
+        raise ConversionError(path, f"{what} is not an existing folder")
+    return path
+
+
+def _check_output(output_dir: str | os.PathLike, overwrite: bool, *, inputs: Sequence[str]) -> str:
+    out = os.path.abspath(os.fspath(output_dir))
+    for source in inputs:
+        if out == source or os.path.commonpath([out, source]) == out:
+            raise ConversionError(out, f"OUTPUT_DIR must not be (or contain) the input folder {source}")
+    if os.path.lexists(out):
+        if not overwrite:
+            raise ConversionError(out, "output exists; pass --overwrite (overwrite=True) to replace it")
+        if not os.path.isdir(out) or os.path.islink(out):
+            raise ConversionError(out, "output exists and is not a folder; refusing to replace it")
+        entries = os.listdir(out)
+        looks_converted = any(name in entries for name in ("dataset.json", "report.json"))
+        if entries and not looks_converted:
+            raise ConversionError(
+                out, "output exists and is not a converted dataset (no dataset.json); refusing to delete it"
+            )
+    parent = os.path.dirname(out)
+    if not os.path.isdir(parent):
+        raise ConversionError(out, f"parent folder {parent} does not exist")
+    return out
+
+
+def _find_files(root: str, extensions: tuple[str, ...], *, exclude: Sequence[str]) -> list[str]:
+    excluded = {os.path.abspath(p) for p in exclude}
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(
+            d for d in dirs
+            if not d.startswith(".") and os.path.join(folder, d) not in excluded
+        )
+        for name in sorted(files):
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in extensions:
+                found.append(os.path.join(folder, name))
+    return sorted(found, key=lambda p: os.path.relpath(p, root).replace(os.sep, "/"))
+
+
+def _failure_handler(on_error: str, skipped: list[FileNote]) -> Callable[[AnnotationError], None]:
+    def fail(error: AnnotationError) -> None:
+        if on_error == "stop":
+            raise error
+        skipped.append(FileNote(error.path or "", error.problem))
+
+    return fail
+
+
+def _log(log: Callable[[str], None] | None, message: str) -> None:
+    if log is not None:
+        log(message)
+
+
+# -- the shared pipeline -----------------------------------------------------------------------
+
+
+def _convert(
+    *,
+    kind: str,
+    ids: list[str],
+    make_payload: Callable[[str], tuple],
+    class_names: list[str] | None,
+    options: _Options,
+    input_description: dict[str, Any],
+    output_dir: str,
+    skipped: list[FileNote],
+    started: float,
+    progress: bool,
+    log: Callable[[str], None] | None,
+) -> ConversionReport:
+    if not ids:
+        raise ConversionError(
+            input_description.get("input_dir") or input_description.get("images_dir"),
+            f"no file could be converted ({len(skipped)} skipped)",
+        )
+    plan = assign_splits(ids, options.fractions, seed=options.seed)
+    tasks: list[_Task] = []
+    for split, split_ids in plan.items():
+        for source_id in split_ids:
+            tasks.append(
+                _Task(len(tasks), source_id, split, kind, make_payload(source_id), len(tasks) < options.preview)
+            )
+    num_shards = {
+        split: (0 if not split_ids else min(len(split_ids), options.shards or max(1, math.ceil(len(split_ids) / RECORDS_PER_SHARD))))
+        for split, split_ids in plan.items()
+    }
+    parent = os.path.dirname(output_dir)
+    tmp = os.path.join(parent, f"{_TMP_PREFIX}{os.path.basename(output_dir)}-{uuid.uuid4().hex[:8]}")
+    os.makedirs(tmp)
+    try:
+        state = _write_records(tmp, tasks, plan, num_shards, options, progress, skipped)
+        report = _finish(
+            tmp, kind, state, plan, class_names, options, input_description, output_dir, skipped, started
+        )
+        _move_into_place(tmp, output_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _log(log, report.to_text())
+    return report
+
+
+@dataclasses.dataclass
+class _State:
+    written: dict[str, list[str]]
+    class_pixels: dict[str, np.ndarray]
+    class_images: dict[str, np.ndarray]
+    stats: list[tuple[str, dict]]
+    dtypes: dict[str, str]
+    channels: dict[str, int]
+    warnings: list[FileNote]
+    previews: list[str]
+
+
+def _write_records(
+    tmp: str,
+    tasks: list[_Task],
+    plan: dict[str, list[str]],
+    num_shards: dict[str, int],
+    options: _Options,
+    progress: bool,
+    skipped: list[FileNote],
+) -> _State:
+    import tensorflow as tf
+
+    from kerasseg import schema
+
+    state = _State(
+        written={split: [] for split in plan},
+        class_pixels={split: np.zeros(256, np.int64) for split in plan},
+        class_images={split: np.zeros(256, np.int64) for split in plan},
+        stats=[], dtypes={}, channels={}, warnings=[], previews=[],
+    )
+    rank = {(split, source_id): i for split, ids in plan.items() for i, source_id in enumerate(ids)}
+    position_in_split = {task.position: rank[(task.split, task.source_id)] for task in tasks}
+    writer = None
+    writer_key = None
+    try:
+        for result in _results(tasks, options.workers, progress):
+            task = tasks[result["position"]]
+            if not result["ok"]:
+                if options.on_error == "stop":
+                    raise AnnotationError(result["path"], result["problem"])
+                skipped.append(FileNote(result["path"], result["problem"]))
+                continue
+            split = task.split
+            n = len(plan[split])
+            shard = position_in_split[task.position] * num_shards[split] // n
+            key = (split, shard)
+            if key != writer_key:
+                if writer is not None:
+                    writer.close()
+                # open every shard in order so that empty shards (all skipped) exist too
+                writer_key = key
+                writer = tf.io.TFRecordWriter(os.path.join(tmp, schema.shard_filename(split, shard, num_shards[split])))
+            writer.write(
+                schema.encode_example(
+                    image_bytes=result["image_bytes"],
+                    image_format=result["image_format"],
+                    height=result["height"],
+                    width=result["width"],
+                    channels=result["channels"],
+                    mask_png=result["mask_png"],
+                    filename=result["filename"],
+                    source_id=task.source_id,
+                )
+            )
+            state.written[split].append(task.source_id)
+            state.class_pixels[split] += result["class_pixels"]
+            state.class_images[split] += result["class_pixels"] > 0
+            state.stats.append((split, result["stats"]))
+            state.dtypes[task.source_id] = result["dtype"]
+            state.channels[task.source_id] = result["channels"]
+            for note in result["notes"]:
+                state.warnings.append(FileNote(result["path"], note))
+            if result["preview_png"] is not None:
+                name = os.path.join("preview", task.source_id.replace("/", "__") + ".png")
+                os.makedirs(os.path.join(tmp, "preview"), exist_ok=True)
+                with open(os.path.join(tmp, name), "wb") as f:
+                    f.write(result["preview_png"])
+                state.previews.append(name.replace(os.sep, "/"))
+    finally:
+        if writer is not None:
+            writer.close()
+    # shards whose every example was skipped still exist, as empty files
+    for split, count in num_shards.items():
+        for shard in range(count):
+            path = os.path.join(tmp, schema.shard_filename(split, shard, count))
+            if not os.path.exists(path):
+                open(path, "wb").close()
+    return state
+
+
+def _results(tasks: list[_Task], workers: int, progress: bool) -> Iterator[dict]:
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(tasks), unit="img", desc="converting", file=sys.stderr)
+    try:
+        if workers <= 1 or len(tasks) <= 1:
+            for task in tasks:
+                yield process_task(task)
+                if bar is not None:
+                    bar.update(1)
+            return
+        # "spawn": workers start clean, without the parent's TensorFlow threads.
+        context = multiprocessing.get_context("spawn")
+        chunksize = max(1, min(8, len(tasks) // (workers * 8)))
+        with context.Pool(workers) as pool:
+            for result in pool.imap(process_task, tasks, chunksize=chunksize):
+                yield result
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _finish(
+    tmp: str,
+    kind: str,
+    state: _State,
+    plan: dict[str, list[str]],
+    class_names: list[str] | None,
+    options: _Options,
+    input_description: dict[str, Any],
+    output_dir: str,
+    skipped: list[FileNote],
+    started: float,
+) -> ConversionReport:
+    from kerasseg import schema
+
+    total = sum(len(v) for v in state.written.values())
+    if total == 0:
+        raise ConversionError(
+            input_description.get("input_dir") or input_description.get("images_dir"),
+            f"no file could be converted ({len(skipped)} skipped; see the reasons above)",
+        )
+    dtypes = sorted(set(state.dtypes.values()))
+    if len(dtypes) > 1:
+        minority = min(dtypes, key=lambda d: sum(1 for v in state.dtypes.values() if v == d))
+        example = next(i for i, d in state.dtypes.items() if d == minority)
+        raise ConversionError(
+            example, f"mixed bit depths in one dataset ({', '.join(dtypes)}); convert the images to one depth"
+        )
+    image_dtype = dtypes[0]
+    channels = max(state.channels.values())
+    warnings = list(state.warnings)
+    if len(set(state.channels.values())) > 1:
+        warnings.append(FileNote(output_dir, "grayscale and colour images mixed: records keep their own "
+                                 "channels; the dataset is read as 3-channel (grayscale repeated)"))
+
+    max_id = max((int(np.nonzero(c[:IGNORE_INDEX])[0].max()) for c in state.class_pixels.values() if c[:IGNORE_INDEX].any()), default=0)
+    if class_names is None:  # mask folders without a class map: ids are the values
+        count = max(2, max_id + 1)
+        class_names = ["background", "foreground"] if count == 2 else ["background"] + [f"class_{i}" for i in range(1, count)]
+    if max_id >= len(class_names):
+        raise ConversionError(None, f"masks contain class id {max_id} but only {len(class_names)} classes are known")
+    n_classes = len(class_names)
+
+    splits_dir = os.path.join(tmp, schema.SPLITS_DIRNAME)
+    os.makedirs(splits_dir)
+    for split, ids in state.written.items():
+        _write_lines(os.path.join(splits_dir, f"{split}.txt"), ids)
+    if options.folds:
+        for k, fold in enumerate(assign_folds(state.written["train"], options.folds, seed=options.seed)):
+            _write_lines(os.path.join(splits_dir, f"fold{k}_train.txt"), fold["train"])
+            _write_lines(os.path.join(splits_dir, f"fold{k}_val.txt"), fold["val"])
+
+    stats_split = "train" if state.written.get("train") else next(s for s, ids in state.written.items() if ids)
+    intensity = _intensity([s for split, s in state.stats if split == stats_split], channels, image_dtype)
+    intensity["split"] = stats_split
+    split_counts = {split: len(ids) for split, ids in state.written.items()}
+    shard_counts = {split: len(glob.glob(os.path.join(tmp, schema.shard_glob(split)))) for split in plan}
+    source = {"converter": "labelme2tfrecord" if kind == "labelme" else "masks2tfrecord", **input_description,
+              "split": options.fractions, "seed": options.seed, "skipped": len(skipped)}
+    info = schema.DatasetInfo(
+        class_names=list(class_names),
+        splits=split_counts,
+        shards=shard_counts,
+        class_pixel_counts={s: [int(v) for v in c[:n_classes]] for s, c in state.class_pixels.items()},
+        intensity=intensity,
+        channels=channels,
+        image_dtype=image_dtype,
+        ignore_index=IGNORE_INDEX,
+        num_folds=options.folds,
+        source=source,
+    )
+    report = ConversionReport(
+        output_dir=output_dir,
+        converter=kind,
+        class_names=list(class_names),
+        split_counts=split_counts,
+        class_pixel_counts=info.class_pixel_counts,
+        class_image_counts={s: [int(v) for v in c[:n_classes]] for s, c in state.class_images.items()},
+        ignore_pixels={s: int(c[IGNORE_INDEX]) for s, c in state.class_pixels.items()},
+        shards=shard_counts,
+        num_folds=options.folds,
+        skipped=list(skipped),
+        warnings=warnings,
+        previews=state.previews,
+        workers=options.workers,
+        seconds=time.perf_counter() - started,
+    )
+    with open(os.path.join(tmp, "report.json"), "w", encoding="utf-8") as f:
+        f.write(report.to_json())
+    with open(os.path.join(tmp, "report.txt"), "w", encoding="utf-8") as f:
+        f.write(report.to_text())
+    schema.write_dataset_info(tmp, info)  # last: its presence means "finished"
+    return report
+
+
+def _intensity(stats: list[dict], channels: int, dtype: str) -> dict[str, Any]:
+    total = np.zeros(channels)
+    total_sq = np.zeros(channels)
+    lo = np.full(channels, np.inf)
+    hi = np.full(channels, -np.inf)
+    count = 0
+    for s in stats:
+        rep = channels if len(s["sum"]) == 1 else 1
+        total += np.repeat(s["sum"], rep)
+        total_sq += np.repeat(s["sumsq"], rep)
+        lo = np.minimum(lo, np.repeat(s["min"], rep))
+        hi = np.maximum(hi, np.repeat(s["max"], rep))
+        count += s["count"]
+    mean = total / max(count, 1)
+    var = np.maximum(total_sq / max(count, 1) - mean**2, 0.0)
+    return {
+        "mean": [round(float(v), 6) for v in mean],
+        "std": [round(float(v), 6) for v in np.sqrt(var)],
+        "min": [float(v) for v in lo],
+        "max": [float(v) for v in hi],
+        "dtype": dtype,
+        "pixels": int(count),
+    }
+
+
+def _write_lines(path: str, lines: Iterable[str]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for line in lines:
+            f.write(line + "\n")
+
+
+def _move_into_place(tmp: str, output_dir: str) -> None:
+    old = None
+    if os.path.lexists(output_dir):
+        old = os.path.join(os.path.dirname(output_dir), f"{_OLD_PREFIX}{os.path.basename(output_dir)}-{uuid.uuid4().hex[:8]}")
+        os.rename(output_dir, old)
+    try:
+        os.rename(tmp, output_dir)
+    except BaseException:
+        if old is not None:
+            os.rename(old, output_dir)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# -- per-example work (runs in workers; no TensorFlow here) ------------------------------------
+
+
+def process_task(task: _Task) -> dict:
+    """Convert one example; return a plain dict (errors are returned, not raised)."""
+    path = task.payload[0]
+    try:
+        if task.kind == "labelme":
+            image, mask, filename, notes, path = _labelme_example(task)
+        else:
+            image, mask, filename, notes, path = _mask_example(task)
+        return _result(task, image, mask, filename, notes, path)
+    except AnnotationError as e:
+        return {"ok": False, "position": task.position, "path": e.path or path, "problem": e.problem}
+    except MemoryError:
+        raise
+    except Exception as e:  # a decoder bug or odd file must not kill the whole run silently
+        return {"ok": False, "position": task.position, "path": path,
+                "problem": f"unexpected {type(e).__name__}: {e}"}
+
+
+def _labelme_example(task: _Task):
+    from data_tools.labelme import read_labelme_sample
+
+    json_path, input_dir, class_ids = task.payload
+    sample = read_labelme_sample(json_path, class_ids=class_ids, input_dir=input_dir)
+    return sample.image, sample.mask, sample.filename, sample.notes, json_path
+
+
+def _mask_example(task: _Task):
+    from data_tools.images import decode_image
+    from data_tools.masks import combine_masks, read_mask
+
+    image_path, mask_paths, images_dir, threshold, cmap = task.payload
+    try:
+        with open(image_path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise AnnotationError(image_path, f"cannot read the image ({e.strerror or e})") from e
+    image = decode_image(raw, path=image_path, apply_exif=True)
+    masks = [read_mask(p, threshold=threshold, class_map=cmap) for p in mask_paths]
+    for p, m in zip(mask_paths, masks):
+        if m.shape != (image.height, image.width):
+            raise AnnotationError(
+                p, f"mask is {m.shape[1]}x{m.shape[0]} but the image {os.path.basename(image_path)} "
+                f"is {image.width}x{image.height}"
+            )
+    mask = combine_masks(masks, mask_paths)
+    notes = list(image.notes)
+    if len(mask_paths) > 1:
+        notes.append(f"{len(mask_paths)} mask files combined: " + ", ".join(os.path.basename(p) for p in mask_paths))
+    filename = os.path.relpath(image_path, images_dir).replace(os.sep, "/")
+    return image, mask, filename, notes, image_path
+
+
+def _result(task: _Task, image, mask: np.ndarray, filename: str, notes: list[str], path: str) -> dict:
+    from data_tools.images import encode_png
+    from data_tools.preview import overlay
+
+    pixels = image.pixels
+    flat = pixels.reshape(-1, pixels.shape[2]).astype(np.float64)
+    stats = {
+        "sum": flat.sum(axis=0),
+        "sumsq": np.einsum("ij,ij->j", flat, flat),
+        "min": flat.min(axis=0),
+        "max": flat.max(axis=0),
+        "count": int(flat.shape[0]),
+    }
+    preview_png = encode_png(overlay(pixels, mask)) if task.preview else None
+    return {
+        "ok": True,
+        "position": task.position,
+        "path": path,
+        "filename": filename,
+        "image_bytes": image.encoded,
+        "image_format": image.format,
+        "height": image.height,
+        "width": image.width,
+        "channels": image.channels,
+        "dtype": image.dtype,
+        "mask_png": encode_png(mask),
+        "class_pixels": np.bincount(mask.ravel(), minlength=256).astype(np.int64),
+        "stats": stats,
+        "notes": notes,
+        "preview_png": preview_png,
+    }
+
+
+__all__ = ["ON_ERROR_CHOICES", "convert_labelme", "convert_mask_folder", "process_task"]
