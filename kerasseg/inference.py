@@ -347,7 +347,7 @@ def _forward(model: Any, batch: np.ndarray, tta: bool) -> np.ndarray:
             out = out[0]
         if isinstance(out, dict):
             out = next(iter(out.values()))
-        return np.asarray(out, dtype=np.float32)
+        return np.array(out, dtype=np.float32)  # a writable copy
 
     if not tta:
         return run(batch)
