@@ -119,32 +119,38 @@ def crop_effective_region(
     return image[y0:y1, x0:x1], cropped_mask, (y0, y1, x0, x1)
 
 
-def _to_uint(image: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
-    """Map a float image to uint16 for OpenCV ops that need integers; return the inverse."""
-    if image.dtype in (np.uint8, np.uint16):
-        return image, lambda x: x
-    lo, hi = float(image.min()), float(image.max())
-    span = hi - lo or 1.0
-    as_u16 = np.rint((image.astype(np.float64) - lo) / span * 65535).astype(np.uint16)
-    return as_u16, lambda x: (x.astype(np.float64) / 65535 * span + lo).astype(image.dtype)
-
-
 def clahe(image: np.ndarray, clip_limit: float = 2.0, tile_grid_size: int = 8) -> np.ndarray:
     """Contrast-limited adaptive histogram equalization (OpenCV).
 
-    uint8 RGB images are equalized on the L channel of Lab; other images per
-    channel (uint16 supported; floats are mapped to uint16 and back).
+    uint8 RGB images are equalized on the L channel of Lab, uint8 grayscale
+    directly. Other dtypes (uint16, floats) are equalized per channel with 256
+    histogram bins over the image's own min..max range and mapped back to that
+    range in their dtype: OpenCV's 16-bit CLAHE uses 65536 bins, where the clip
+    limit (``clip_limit * tile_pixels / bins``) falls below one count per bin
+    and the result is nearly the identity; 256 bins is also scikit-image's
+    default.
     """
     cv2 = _cv2()
     op = cv2.createCLAHE(clipLimit=float(clip_limit), tileGridSize=(int(tile_grid_size), int(tile_grid_size)))
-    if image.ndim == 3 and image.shape[-1] == 3 and image.dtype == np.uint8:
-        lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)
-        lab[..., 0] = op.apply(lab[..., 0])
-        return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
-    src, back = _to_uint(image)
-    if src.ndim == 2:
-        return back(op.apply(src))
-    return back(np.stack([op.apply(np.ascontiguousarray(src[..., c])) for c in range(src.shape[-1])], axis=-1))
+    if image.dtype == np.uint8:
+        if image.ndim == 3 and image.shape[-1] == 3:
+            lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)
+            lab[..., 0] = op.apply(lab[..., 0])
+            return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+        if image.ndim == 2:
+            return op.apply(image)
+        return np.stack([op.apply(np.ascontiguousarray(image[..., c])) for c in range(image.shape[-1])], axis=-1)
+
+    def _one(channel: np.ndarray) -> np.ndarray:
+        x = channel.astype(np.float64)
+        lo, hi = float(x.min()), float(x.max())
+        span = hi - lo or 1.0
+        q = np.rint((x - lo) / span * 255.0).astype(np.uint8)
+        return _cast_back(op.apply(q).astype(np.float64) / 255.0 * span + lo, image.dtype)
+
+    if image.ndim == 2:
+        return _one(image)
+    return np.stack([_one(image[..., c]) for c in range(image.shape[-1])], axis=-1)
 
 
 def adaptive_contrast_enhancement(
@@ -178,8 +184,9 @@ def denoise_speckle(
 ) -> np.ndarray:
     """Speckle denoising with a median (``ksize``) or bilateral filter.
 
-    For ``bilateral``, ``sigma_color`` defaults to 10 % of the dtype range
-    (the image's own range for floats).
+    For ``bilateral``, ``sigma_color`` defaults to twice the image's noise
+    level, estimated robustly from the median absolute deviation of
+    neighbouring-pixel differences (so it adapts to the speckle strength).
     """
     cv2 = _cv2()
     if method == "median":
@@ -197,9 +204,9 @@ def denoise_speckle(
     if method == "bilateral":
         x = image.astype(np.float32)
         if sigma_color is None:
-            lo, hi = _dtype_range(image.dtype)
-            span = (hi - lo) if np.isfinite(hi - lo) else float(x.max() - x.min() or 1.0)
-            sigma_color = 0.1 * span
+            diff = np.diff(x, axis=1).ravel()
+            noise = 1.4826 * float(np.median(np.abs(diff - np.median(diff)))) / np.sqrt(2.0)
+            sigma_color = max(2.0 * noise, 1e-3)
         out = cv2.bilateralFilter(x, d=-1, sigmaColor=float(sigma_color), sigmaSpace=float(sigma_space))
         return _restore(_cast_back(out, image.dtype), image)
     raise ValueError(f"speckle denoising method must be 'median' or 'bilateral', got {method!r}")

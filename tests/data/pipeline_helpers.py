@@ -1,4 +1,4 @@
-"""Fixtures for the tf.data pipeline tests: real TFRecord datasets in tmp dirs."""
+"""Helpers for the tf.data pipeline tests: real TFRecord datasets in tmp dirs (fixtures: make_dataset, blocks_dataset)."""
 
 from __future__ import annotations
 
