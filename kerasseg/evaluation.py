@@ -1,0 +1,558 @@
+"""Full-resolution evaluation: overlap scores and surface distances per class.
+
+``SegmentationEvaluator`` takes one ``(H, W)`` integer label map pair per image
+(ground truth, prediction) and accumulates
+
+* a dataset-level confusion matrix, from which per-class IoU (Jaccard), Dice,
+  sensitivity, specificity and precision, mean IoU, mean Dice and pixel
+  (segmentation) accuracy are computed;
+* per image and class: Dice, IoU, HD95 and ASSD (average symmetric surface
+  distance), in pixels or in the physical ``spacing`` given.
+
+Pixels whose ground truth equals ``ignore_index`` (255) are left out of every
+count; for surface distances both masks are restricted to non-ignored pixels.
+
+Definitions
+-----------
+* Surface of a mask: its pixels with at least one 4-neighbour outside the mask
+  (outside the image counts as outside).
+* Directed distances ``d(A->B)``: for every surface pixel of ``A`` the exact
+  Euclidean distance (with ``spacing``) to the nearest surface pixel of ``B``.
+* HD95 = ``max(P95(d(P->G)), P95(d(G->P)))`` (linear-interpolated percentile;
+  the MONAI convention). ASSD = mean of all distances in both directions.
+
+Empty masks (defined, never NaN; see ``EMPTY_POLICY``)
+------------------------------------------------------
+For a class in one image:
+
+* absent from both truth and prediction: Dice = IoU = 1, HD95 = ASSD = 0;
+* present in only one of them: Dice = IoU = 0, HD95 = ASSD = the image
+  diagonal (``sqrt((H*sy)^2 + (W*sx)^2)``), the largest distance possible in
+  the image, so averages stay finite and such an image is clearly penalized.
+
+Dataset-level ratios follow the same rule: a ratio whose denominator is 0 is
+1.0 when the class is absent from both truth and prediction everywhere, else
+0.0. The per-class ``hd95``, ``assd`` and ``dice_per_image`` averages run over
+the images where the class is in the truth or the prediction; images where it
+is in neither are *not* averaged in, and are counted in ``images_both_empty``
+(with ``images_missed`` and ``images_false_positive`` for the one-sided cases),
+so nothing is dropped silently. Mean IoU / mean Dice are plain means of the
+per-class values shown.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = [
+    "EMPTY_POLICY",
+    "EvaluationError",
+    "SegmentationEvaluator",
+    "surface",
+    "surface_distances",
+    "hd95",
+    "assd",
+    "binary_scores",
+]
+
+IGNORE_INDEX = 255
+
+EMPTY_POLICY = (
+    "class absent from truth and prediction: Dice=IoU=1, HD95=ASSD=0 (image not averaged into "
+    "per-class HD95/ASSD/per-image Dice, counted in images_both_empty); present in only one: "
+    "Dice=IoU=0, HD95=ASSD=image diagonal; dataset-level 0/0 ratios: 1 if the class is absent "
+    "everywhere, else 0"
+)
+
+_CHUNK_ELEMENTS = 1 << 22
+
+
+class EvaluationError(ValueError):
+    """Inputs to the evaluator are inconsistent (shape, dtype, label values)."""
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def _spacing_pair(spacing: float | Sequence[float] | None) -> tuple[float, float]:
+    if spacing is None:
+        return (1.0, 1.0)
+    if isinstance(spacing, (int, float)):
+        values = (float(spacing), float(spacing))
+    else:
+        values = tuple(float(s) for s in spacing)
+        if len(values) != 2:
+            raise EvaluationError(f"spacing must be one number or (row, column), got {spacing!r}")
+    if not all(v > 0 and math.isfinite(v) for v in values):
+        raise EvaluationError(f"spacing must be positive, got {spacing!r}")
+    return values  # type: ignore[return-value]
+
+
+def surface(mask: np.ndarray) -> np.ndarray:
+    """Boundary pixels of a boolean ``(H, W)`` mask (4-connectivity, image edge = outside)."""
+    mask = np.asarray(mask, dtype=bool)
+    padded = np.pad(mask, 1, mode="constant", constant_values=False)
+    interior = (
+        padded[1:-1, 1:-1]
+        & padded[:-2, 1:-1]
+        & padded[2:, 1:-1]
+        & padded[1:-1, :-2]
+        & padded[1:-1, 2:]
+    )
+    return mask & ~interior
+
+
+def _nearest_distances(
+    query_rows: np.ndarray,
+    query_cols: np.ndarray,
+    target: np.ndarray,
+    spacing: tuple[float, float],
+) -> np.ndarray:
+    """Exact Euclidean distance from each query pixel to the nearest ``True`` of ``target``.
+
+    Separable exact method: first, per column, the row distance to the nearest
+    target pixel in that column (two cumulative scans); then for each query
+    the minimum over target columns of ``(sx*dc)^2 + (sy*dr)^2``. Cost
+    ``O(queries x target columns)``, chunked; anisotropic spacing is exact.
+    """
+    sy, sx = spacing
+    height, width = target.shape
+    columns = np.flatnonzero(target.any(axis=0))
+    if columns.size == 0 or query_rows.size == 0:
+        return np.full(query_rows.shape, np.inf)
+    sub = target[:, columns]
+    rows = np.arange(height, dtype=np.float64)[:, None]
+    above = np.where(sub, rows, -np.inf)
+    above = np.maximum.accumulate(above, axis=0)  # nearest target at or above
+    below = np.where(sub, rows, np.inf)
+    below = np.minimum.accumulate(below[::-1], axis=0)[::-1]  # nearest at or below
+    row_gap = np.minimum(rows - above, below - rows)  # (H, C), finite: every column has a target
+    row_gap_sq = (row_gap * sy) ** 2
+    col_pos = columns.astype(np.float64) * sx
+
+    out = np.empty(query_rows.shape, dtype=np.float64)
+    step = max(1, _CHUNK_ELEMENTS // max(1, columns.size))
+    for start in range(0, query_rows.size, step):
+        r = query_rows[start : start + step]
+        c = query_cols[start : start + step].astype(np.float64) * sx
+        d2 = row_gap_sq[r] + (c[:, None] - col_pos[None, :]) ** 2
+        out[start : start + step] = np.sqrt(d2.min(axis=1))
+    return out
+
+
+def surface_distances(
+    pred: np.ndarray,
+    truth: np.ndarray,
+    spacing: float | Sequence[float] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Directed surface distances ``(d(pred->truth), d(truth->pred))`` of two boolean masks.
+
+    Both masks must be non-empty. Distances are in units of ``spacing``
+    (``(row, column)`` or one number; pixels when ``None``).
+    """
+    pred = np.asarray(pred, dtype=bool)
+    truth = np.asarray(truth, dtype=bool)
+    if pred.shape != truth.shape or pred.ndim != 2:
+        raise EvaluationError(f"masks must be 2-D of one shape, got {pred.shape} and {truth.shape}")
+    if not pred.any() or not truth.any():
+        raise EvaluationError("surface distances need two non-empty masks")
+    sp = _spacing_pair(spacing)
+    pred_surface = surface(pred)
+    truth_surface = surface(truth)
+    pr, pc = np.nonzero(pred_surface)
+    tr, tc = np.nonzero(truth_surface)
+    return (
+        _nearest_distances(pr, pc, truth_surface, sp),
+        _nearest_distances(tr, tc, pred_surface, sp),
+    )
+
+
+def _diagonal(shape: tuple[int, int], spacing: tuple[float, float]) -> float:
+    return float(math.hypot(shape[0] * spacing[0], shape[1] * spacing[1]))
+
+
+def hd95(pred: np.ndarray, truth: np.ndarray, spacing: float | Sequence[float] | None = None) -> float:
+    """95th-percentile Hausdorff distance of two boolean masks (empty cases per ``EMPTY_POLICY``)."""
+    return _distance_pair(pred, truth, spacing)[0]
+
+
+def assd(pred: np.ndarray, truth: np.ndarray, spacing: float | Sequence[float] | None = None) -> float:
+    """Average symmetric surface distance of two boolean masks (empty cases per ``EMPTY_POLICY``)."""
+    return _distance_pair(pred, truth, spacing)[1]
+
+
+def _distance_pair(pred: np.ndarray, truth: np.ndarray, spacing: Any) -> tuple[float, float]:
+    pred = np.asarray(pred, dtype=bool)
+    truth = np.asarray(truth, dtype=bool)
+    sp = _spacing_pair(spacing)
+    has_pred, has_truth = bool(pred.any()), bool(truth.any())
+    if not has_pred and not has_truth:
+        return 0.0, 0.0
+    if has_pred != has_truth:
+        diagonal = _diagonal(pred.shape, sp)
+        return diagonal, diagonal
+    d_pt, d_tp = surface_distances(pred, truth, sp)
+    h95 = max(float(np.percentile(d_pt, 95)), float(np.percentile(d_tp, 95)))
+    mean = float((d_pt.sum() + d_tp.sum()) / (d_pt.size + d_tp.size))
+    return h95, mean
+
+
+def binary_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Dice and IoU of two boolean masks (both empty: 1.0; one empty: 0.0)."""
+    pred = np.asarray(pred, dtype=bool)
+    truth = np.asarray(truth, dtype=bool)
+    tp = float(np.count_nonzero(pred & truth))
+    total = float(np.count_nonzero(pred) + np.count_nonzero(truth))
+    if total == 0:
+        return {"dice": 1.0, "iou": 1.0}
+    union = total - tp
+    return {"dice": 2.0 * tp / total, "iou": tp / union}
+
+
+# --------------------------------------------------------------------------- evaluator
+
+
+def _ratio(num: float, den: float, absent: bool) -> float:
+    if den > 0:
+        return float(num / den)
+    return 1.0 if absent else 0.0
+
+
+class SegmentationEvaluator:
+    """Accumulate full-resolution segmentation metrics over images.
+
+    Args:
+        num_classes: number of label classes (1 = binary sigmoid model, read as 2).
+        class_names: one unique name per class (``max(num_classes, 2)``);
+            default ``class0, class1, ...``.
+        spacing: pixel size, one number or ``(row, column)``; distances are
+            reported in its unit (pixels when ``None``).
+        ignore_index: ground-truth value left out of every count.
+        surface_metrics: compute HD95/ASSD (the costly part); when ``False``
+            they are reported as ``None``.
+
+    Example::
+
+        ev = SegmentationEvaluator(2, ["background", "lesion"], spacing=(0.5, 0.5))
+        for truth, pred in pairs:
+            ev.update(truth, pred)
+        print(ev.format_table())
+        ev.write_json("report.json"); ev.write_csv("report.csv")
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        class_names: Sequence[str] | None = None,
+        spacing: float | Sequence[float] | None = None,
+        ignore_index: int | None = IGNORE_INDEX,
+        *,
+        surface_metrics: bool = True,
+    ) -> None:
+        if int(num_classes) < 1:
+            raise EvaluationError(f"num_classes must be >= 1, got {num_classes}")
+        self.num_classes = int(num_classes)
+        self.n = max(self.num_classes, 2)
+        if class_names is None:
+            class_names = [f"class{i}" for i in range(self.n)]
+        class_names = [str(c) for c in class_names]
+        if len(class_names) != self.n:
+            raise EvaluationError(
+                f"{len(class_names)} class names given for {self.n} classes "
+                f"(num_classes={num_classes}): {class_names}"
+            )
+        if len(set(class_names)) != len(class_names):
+            raise EvaluationError(f"class names must be unique, got {class_names}")
+        self.class_names = class_names
+        self.spacing = None if spacing is None else _spacing_pair(spacing)
+        self.ignore_index = None if ignore_index is None else int(ignore_index)
+        self.surface_metrics = bool(surface_metrics)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every image seen so far."""
+        self.confusion = np.zeros((self.n, self.n), dtype=np.int64)
+        self.ignored_pixels = 0
+        self.per_image: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ input
+
+    def _as_labels(self, array: Any, what: str, name: str | None) -> np.ndarray:
+        array = np.asarray(array)
+        where = f" ({name})" if name else ""
+        if array.ndim == 3 and array.shape[-1] == 1 and what == "y_true":
+            array = array[..., 0]
+        if what == "y_pred" and array.ndim == 3 and np.issubdtype(array.dtype, np.floating):
+            # class probabilities (H, W, K): argmax, or threshold 0.5 for K=1
+            array = (array[..., 0] >= 0.5).astype(np.int64) if array.shape[-1] == 1 else array.argmax(-1)
+        if array.ndim != 2:
+            raise EvaluationError(f"{what}{where} must be an (H, W) label map, got shape {array.shape}")
+        if np.issubdtype(array.dtype, np.floating):
+            if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
+                raise EvaluationError(f"{what}{where} must hold integer class ids, got non-integer values")
+        elif not np.issubdtype(array.dtype, np.integer) and array.dtype != bool:
+            raise EvaluationError(f"{what}{where} must be an integer label map, got dtype {array.dtype}")
+        return array.astype(np.int64)
+
+    def update(self, y_true: Any, y_pred: Any, name: str | None = None) -> dict[str, Any]:
+        """Add one image.
+
+        Args:
+            y_true: ``(H, W)`` (or ``(H, W, 1)``) integer ground truth;
+                ``ignore_index`` pixels are left out.
+            y_pred: ``(H, W)`` integer prediction, or ``(H, W, K)`` float
+                probabilities (argmax; ``K == 1``: ``p >= 0.5``).
+            name: an identifier kept in the per-image records (e.g. the file).
+
+        Returns:
+            This image's record: ``{"index", "name", "dice": {class: v}, "iou",
+            "hd95", "assd", "pixel_accuracy"}``.
+        """
+        truth = self._as_labels(y_true, "y_true", name)
+        pred = self._as_labels(y_pred, "y_pred", name)
+        where = f" ({name})" if name else ""
+        if truth.shape != pred.shape:
+            raise EvaluationError(f"y_true{where} has shape {truth.shape} but y_pred has shape {pred.shape}")
+        valid = np.ones(truth.shape, dtype=bool)
+        if self.ignore_index is not None:
+            valid &= truth != self.ignore_index
+        bad_truth = np.unique(truth[valid & ((truth < 0) | (truth >= self.n))])
+        if bad_truth.size:
+            raise EvaluationError(
+                f"y_true{where} holds labels {bad_truth[:10].tolist()} outside 0..{self.n - 1}"
+                + (f" (ignore index {self.ignore_index})" if self.ignore_index is not None else "")
+            )
+        bad_pred = np.unique(pred[(pred < 0) | (pred >= self.n)])
+        if bad_pred.size:
+            raise EvaluationError(f"y_pred{where} holds labels {bad_pred[:10].tolist()} outside 0..{self.n - 1}")
+
+        t = truth[valid]
+        p = pred[valid]
+        cm = np.bincount(t * self.n + p, minlength=self.n * self.n).reshape(self.n, self.n)
+        self.confusion += cm
+        self.ignored_pixels += int(valid.size - np.count_nonzero(valid))
+
+        spacing = self.spacing or (1.0, 1.0)
+        record: dict[str, Any] = {
+            "index": len(self.per_image),
+            "name": name,
+            "pixels": int(t.size),
+            "pixel_accuracy": float(np.trace(cm) / t.size) if t.size else 0.0,
+            "dice": {},
+            "iou": {},
+            "hd95": {},
+            "assd": {},
+            "truth_pixels": {},
+            "pred_pixels": {},
+        }
+        for c, cname in enumerate(self.class_names):
+            truth_c = (truth == c) & valid
+            pred_c = (pred == c) & valid
+            scores = binary_scores(pred_c, truth_c)
+            record["dice"][cname] = scores["dice"]
+            record["iou"][cname] = scores["iou"]
+            record["truth_pixels"][cname] = int(np.count_nonzero(truth_c))
+            record["pred_pixels"][cname] = int(np.count_nonzero(pred_c))
+            if self.surface_metrics:
+                h, a = _distance_pair(pred_c, truth_c, spacing)
+                record["hd95"][cname] = h
+                record["assd"][cname] = a
+            else:
+                record["hd95"][cname] = None
+                record["assd"][cname] = None
+        self.per_image.append(record)
+        return record
+
+    # ------------------------------------------------------------------ output
+
+    def result(self) -> dict[str, Any]:
+        """The report: per-class scores, means, counts and per-image records.
+
+        Keys: ``per_class`` (``{name: {iou, dice, sensitivity, specificity,
+        precision, hd95, assd, dice_per_image, images_averaged, truth_pixels,
+        pred_pixels, images_with_truth, images_both_empty, images_missed,
+        images_false_positive}}``), ``mean_iou``, ``mean_dice``,
+        ``mean_hd95``, ``mean_assd``, ``pixel_accuracy``, ``confusion_matrix``,
+        ``counts`` (``images``, ``pixels``, ``ignored_pixels``), ``per_image``,
+        ``class_names``, ``spacing``, ``distance_unit``, ``empty_policy``.
+        """
+        cm = self.confusion.astype(np.float64)
+        total = float(cm.sum())
+        per_class: dict[str, dict[str, Any]] = {}
+        for c, cname in enumerate(self.class_names):
+            tp = cm[c, c]
+            fn = cm[c, :].sum() - tp
+            fp = cm[:, c].sum() - tp
+            tn = total - tp - fn - fp
+            absent = (tp + fn + fp) == 0
+            seen = total > 0
+            entry: dict[str, Any] = {
+                "iou": _ratio(tp, tp + fp + fn, absent) if seen else 0.0,
+                "dice": _ratio(2 * tp, 2 * tp + fp + fn, absent) if seen else 0.0,
+                "sensitivity": _ratio(tp, tp + fn, absent) if seen else 0.0,
+                "specificity": _ratio(tn, tn + fp, absent) if seen else 0.0,
+                "precision": _ratio(tp, tp + fp, absent) if seen else 0.0,
+            }
+            averaged = [r for r in self.per_image if r["truth_pixels"][cname] or r["pred_pixels"][cname]]
+            if self.surface_metrics:
+                entry["hd95"] = float(np.mean([r["hd95"][cname] for r in averaged])) if averaged else 0.0
+                entry["assd"] = float(np.mean([r["assd"][cname] for r in averaged])) if averaged else 0.0
+            else:
+                entry["hd95"] = entry["assd"] = None
+            entry["dice_per_image"] = float(np.mean([r["dice"][cname] for r in averaged])) if averaged else 1.0
+            entry["images_averaged"] = len(averaged)
+            entry["truth_pixels"] = int(self.confusion[c, :].sum())
+            entry["pred_pixels"] = int(self.confusion[:, c].sum())
+            entry["images_with_truth"] = sum(1 for r in self.per_image if r["truth_pixels"][cname])
+            entry["images_both_empty"] = len(self.per_image) - len(averaged)
+            entry["images_missed"] = sum(
+                1 for r in self.per_image if r["truth_pixels"][cname] and not r["pred_pixels"][cname]
+            )
+            entry["images_false_positive"] = sum(
+                1 for r in self.per_image if r["pred_pixels"][cname] and not r["truth_pixels"][cname]
+            )
+            per_class[cname] = entry
+
+        def mean_of(key: str) -> float | None:
+            values = [e[key] for e in per_class.values()]
+            if any(v is None for v in values):
+                return None
+            return float(np.mean(values))
+
+        return {
+            "class_names": list(self.class_names),
+            "num_classes": self.num_classes,
+            "per_class": per_class,
+            "mean_iou": mean_of("iou"),
+            "mean_dice": mean_of("dice"),
+            "mean_sensitivity": mean_of("sensitivity"),
+            "mean_specificity": mean_of("specificity"),
+            "mean_precision": mean_of("precision"),
+            "mean_hd95": mean_of("hd95"),
+            "mean_assd": mean_of("assd"),
+            "pixel_accuracy": float(np.trace(cm) / total) if total else 0.0,
+            "confusion_matrix": self.confusion.tolist(),
+            "counts": {
+                "images": len(self.per_image),
+                "pixels": int(total),
+                "ignored_pixels": int(self.ignored_pixels),
+            },
+            "spacing": None if self.spacing is None else list(self.spacing),
+            "distance_unit": "pixels" if self.spacing is None else "spacing units",
+            "ignore_index": self.ignore_index,
+            "empty_policy": EMPTY_POLICY,
+            "per_image": [dict(r) for r in self.per_image],
+        }
+
+    def format_table(self) -> str:
+        """Human-readable summary, starting with ``Intersection over Union for each class:``."""
+        report = self.result()
+        unit = "px" if self.spacing is None else "units"
+        lines = ["Intersection over Union for each class:"]
+        for c, cname in enumerate(self.class_names):
+            e = report["per_class"][cname]
+            text = (
+                f"class {c} ({cname}): IoU {e['iou']:.4f}  Dice {e['dice']:.4f}  "
+                f"Sensitivity {e['sensitivity']:.4f}  Specificity {e['specificity']:.4f}  "
+                f"Precision {e['precision']:.4f}"
+            )
+            if e["hd95"] is not None:
+                text += f"  HD95 {e['hd95']:.2f} {unit}  ASSD {e['assd']:.2f} {unit}"
+            lines.append(text)
+        lines.append(f"mean IoU: {report['mean_iou']:.4f}")
+        lines.append(f"mean Dice: {report['mean_dice']:.4f}")
+        lines.append(f"pixel accuracy: {report['pixel_accuracy']:.4f}")
+        counts = report["counts"]
+        lines.append(
+            f"images: {counts['images']}  pixels: {counts['pixels']}  ignored pixels: {counts['ignored_pixels']}"
+        )
+        notes = []
+        for cname, e in report["per_class"].items():
+            parts = []
+            if e["images_both_empty"]:
+                parts.append(f"absent from truth and prediction in {e['images_both_empty']} image(s), not averaged")
+            if e["images_missed"]:
+                parts.append(f"missed in {e['images_missed']} image(s)")
+            if e["images_false_positive"]:
+                parts.append(f"predicted but absent in {e['images_false_positive']} image(s)")
+            if parts:
+                notes.append(f"  {cname}: " + "; ".join(parts))
+        if notes:
+            lines.append(
+                "empty masks (one-sided: Dice 0, HD95/ASSD = image diagonal; both empty: not averaged):"
+            )
+            lines.extend(notes)
+        return "\n".join(lines) + "\n"
+
+    def write_json(self, path: str | os.PathLike) -> None:
+        """Write ``result()`` as JSON, atomically (no half-written file on failure)."""
+        text = json.dumps(self.result(), indent=2, allow_nan=False)
+        _atomic_write(path, text + "\n")
+
+    def write_csv(self, path: str | os.PathLike) -> None:
+        """Write one row per class and a ``mean`` row, atomically."""
+        report = self.result()
+        columns = [
+            "class_id", "class_name", "iou", "dice", "sensitivity", "specificity", "precision",
+            "hd95", "assd", "dice_per_image", "images_averaged", "truth_pixels", "pred_pixels",
+            "images_with_truth", "images_both_empty", "images_missed", "images_false_positive",
+        ]
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(columns)
+        for c, cname in enumerate(self.class_names):
+            e = report["per_class"][cname]
+            writer.writerow([c, cname] + [_csv_value(e[k]) for k in columns[2:]])
+        writer.writerow(
+            ["", "mean"]
+            + [_csv_value(report.get(f"mean_{k}")) for k in ("iou", "dice", "sensitivity", "specificity", "precision", "hd95", "assd")]
+            + [""] * (len(columns) - 9)
+        )
+        _atomic_write(path, buffer.getvalue())
+
+    def write_per_image_csv(self, path: str | os.PathLike) -> None:
+        """Write one row per image: name, pixel accuracy, then Dice/IoU/HD95/ASSD per class."""
+        columns = ["index", "name", "pixel_accuracy"]
+        for metric in ("dice", "iou", "hd95", "assd"):
+            columns += [f"{metric}_{c}" for c in self.class_names]
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(columns)
+        for r in self.per_image:
+            row = [r["index"], r["name"] or "", _csv_value(r["pixel_accuracy"])]
+            for metric in ("dice", "iou", "hd95", "assd"):
+                row += [_csv_value(r[metric][c]) for c in self.class_names]
+            writer.writerow(row)
+        _atomic_write(path, buffer.getvalue())
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value
+
+
+def _atomic_write(path: str | os.PathLike, text: str) -> None:
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise EvaluationError(f"cannot write {path}: folder {directory} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
