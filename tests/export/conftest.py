@@ -1,0 +1,78 @@
+"""Fixtures of the export tests: a small real U-Net, briefly trained, and its export.
+
+The model is ``kerasseg.models.build("unet", base_filters=4, depth=2)`` fitted
+for a few epochs on smooth synthetic blobs (bright blob = class 1, its rim =
+class 2), so that its masks are decisive rather than coin flips between
+near-equal probabilities of an untrained network.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+CLASS_NAMES = ["background", "blob", "rim"]
+NORMALIZATION = {"method": "zscore", "eps": 1e-6}
+
+
+def make_blobs(count: int, size: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images ``(N,size,size,1)`` and int32 labels ``(N,size,size)`` in 3 classes."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    images = np.empty((count, size, size, 1), np.uint8)
+    labels = np.zeros((count, size, size), np.int32)
+    for i in range(count):
+        img = rng.normal(60, 12, (size, size)).astype(np.float32)
+        for _ in range(2):
+            cy, cx, r = rng.uniform(8, size - 8), rng.uniform(8, size - 8), rng.uniform(5, size / 4)
+            d = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
+            img[d < r] += 110
+            labels[i][(d < r) & (d >= r - 2.5)] = 2
+            labels[i][d < r - 2.5] = 1
+        images[i, ..., 0] = np.clip(img, 0, 255).astype(np.uint8)
+    return images, labels
+
+
+@pytest.fixture(scope="session")
+def trained_unet():
+    """A 3-class, 1-channel U-Net (size divisor 4) fitted on synthetic blobs."""
+    import keras
+
+    from kerasseg import models
+    from kerasseg.data.preprocess import normalize
+
+    keras.utils.set_random_seed(0)
+    model = models.build("unet", input_shape=(None, None, 1), num_classes=3, base_filters=4, depth=2)
+    images, labels = make_blobs(16, 48, seed=0)
+    x = np.asarray(normalize(images, NORMALIZATION))
+    model.compile(optimizer=keras.optimizers.Adam(0.02), loss="sparse_categorical_crossentropy")
+    model.fit(x, labels, batch_size=8, epochs=12, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="session")
+def exported(trained_unet, tmp_path_factory):
+    """``(base_dir, version_dir)`` of the trained U-Net exported as version 1."""
+    from kerasseg.export import export
+
+    base = tmp_path_factory.mktemp("export") / "blobs"
+    version_dir = export(trained_unet, str(base), class_names=CLASS_NAMES, normalization=NORMALIZATION)
+    return base, version_dir
+
+
+@pytest.fixture(scope="session")
+def loaded(exported):
+    import tensorflow as tf
+
+    return tf.saved_model.load(exported[1])
+
+
+def keras_reference(model, images: np.ndarray) -> np.ndarray:
+    """Probabilities of the Keras model on normalized ``images`` (H, W multiples of 4)."""
+    from kerasseg.data.preprocess import normalize
+
+    return np.asarray(model(np.asarray(normalize(images, NORMALIZATION)), training=False))
