@@ -136,7 +136,8 @@ def run_demo(
     started = time.perf_counter()
     size = (settings.image_size, settings.image_size)
     normalization = {"method": "zscore"}
-    augment = {"flip_left_right": 0.5, "flip_up_down": 0.5, "brightness": 0.3, "contrast": 0.3}
+    augment = {"hflip": 0.5, "vflip": 0.5, "rot90": 0.5, "affine": 0.3, "brightness": 0.3, "contrast": 0.3,
+               "gamma": 0.2, "noise": 0.2, "blur": 0.0}
     train_ds = ks_data.load_dataset(
         str(records_dir), "train", image_size=size, batch_size=settings.batch_size,
         augment=augment, normalization=normalization, shuffle=True, repeat=False,
@@ -152,7 +153,7 @@ def run_demo(
         num_classes=len(class_names),
         base_filters=settings.base_filters,
         depth=settings.depth,
-        normalization="batch",
+        norm="batch",
     )
     model.compile(
         optimizer=keras.optimizers.Adam(
