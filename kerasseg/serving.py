@@ -66,6 +66,31 @@ def _default_normalize() -> Callable:
     return normalize
 
 
+_IMAGE_MAGICS = (_PNG_MAGIC, b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
+
+
+def _header(data: tf.Tensor, length: int) -> tf.Tensor:
+    """The first ``length`` bytes of ``data``, zero-padded when it is shorter."""
+    return tf.strings.substr(tf.strings.join([data, b"\x00" * length]), 0, length)
+
+
+def _is_16bit_png(data: tf.Tensor) -> tf.Tensor:
+    head = _header(data, _PNG_BIT_DEPTH_OFFSET + 1)
+    is_png = tf.equal(tf.strings.substr(head, 0, len(_PNG_MAGIC)), _PNG_MAGIC)
+    return tf.logical_and(is_png, tf.equal(tf.strings.substr(head, _PNG_BIT_DEPTH_OFFSET, 1), b"\x10"))
+
+
+def _check_encoded(data: tf.Tensor) -> tf.Tensor:
+    """``data`` once it starts like a PNG, JPEG, GIF or BMP file (else a clear error)."""
+    head = _header(data, len(_PNG_MAGIC))
+    known = tf.reduce_any(tf.stack([
+        tf.equal(tf.strings.substr(head, 0, len(magic)), magic) for magic in _IMAGE_MAGICS
+    ]))
+    return _guard(data, [(known, f"{SIGNATURE_ENCODED}: an element of 'encoded' is not a PNG or JPEG "
+                          "file (nor GIF/BMP); send the file's bytes (base64 {'b64': ...} in REST JSON). "
+                          "Its length in bytes:")], tf.strings.length(data))
+
+
 def _round_up(value: tf.Tensor, divisor: int) -> tf.Tensor:
     return (value + divisor - 1) // divisor * divisor
 
@@ -249,9 +274,8 @@ class SegmentationServingModule(tf.Module):
     def _decode_one(self, data: tf.Tensor) -> tf.Tensor:
         """Decode one PNG/JPEG string and normalize it: float32 ``(H,W,C)``."""
         c = self._channels
-        is_png = tf.equal(tf.strings.substr(data, 0, len(_PNG_MAGIC)), _PNG_MAGIC)
-        depth = tf.strings.substr(data, _PNG_BIT_DEPTH_OFFSET, 1)
-        is_16bit = tf.logical_and(is_png, tf.equal(depth, b"\x10"))
+        data = _check_encoded(data)
+        is_16bit = _is_16bit_png(data)
 
         def _decode16() -> tf.Tensor:
             image = tf.io.decode_png(data, channels=c, dtype=tf.uint16)
@@ -266,8 +290,7 @@ class SegmentationServingModule(tf.Module):
     def _decode_one_crf(self, data: tf.Tensor) -> tf.Tensor:
         """Decode one image as the CRF's 0..255 appearance image ``(H,W,C)``."""
         c = self._channels
-        is_png = tf.equal(tf.strings.substr(data, 0, len(_PNG_MAGIC)), _PNG_MAGIC)
-        is_16bit = tf.logical_and(is_png, tf.equal(tf.strings.substr(data, _PNG_BIT_DEPTH_OFFSET, 1), b"\x10"))
+        is_16bit = _is_16bit_png(data)
         return tf.cond(
             is_16bit,
             lambda: _crf_image(tf.io.decode_png(data, channels=c, dtype=tf.uint16)[tf.newaxis])[0],
