@@ -201,7 +201,10 @@ def load_labelme_image(
     root = os.path.abspath(os.fspath(input_dir) if input_dir is not None else os.path.dirname(json_path))
     image_file = resolve_image_path(annotation, input_dir=root)
     if image_file is None:
-        image = decode_image(annotation.image_data or b"", path=f"{json_path} (imageData)", apply_exif=False)
+        try:
+            image = decode_image(annotation.image_data or b"", path=json_path, apply_exif=False)
+        except AnnotationError as e:
+            raise AnnotationError(json_path, f"imageData: {e.problem}") from e
         filename = os.path.relpath(os.path.abspath(json_path), root)
     else:
         if not os.path.isfile(image_file):
