@@ -233,4 +233,26 @@ def test_saved_model_file_reloads_loss_without_custom_objects(tmp_path):
     assert isinstance(reloaded.loss, L.CombinedLoss)
     assert reloaded.loss.get_config() == loss.get_config()
     expected = model.evaluate(x, y, sample_weight=w, batch_size=8, verbose=0)
+    # Keras hands sample_weight to the loss once; it is applied inside, not again outside
+    assert expected == pytest.approx(float(loss(y, model.predict(x, verbose=0), w)), rel=1e-5)
     assert reloaded.evaluate(x, y, sample_weight=w, batch_size=8, verbose=0) == pytest.approx(expected, rel=1e-5)
+
+
+def test_fit_under_mixed_bfloat16_policy_with_low_precision_output():
+    """A model whose output stays bfloat16 still trains; the loss is computed in float32."""
+    x, y, w = _toy_data()
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        keras.utils.set_random_seed(0)
+        model = _tiny_model(2)
+        assert model.output.dtype == "bfloat16"
+        loss = L.get("dice_ce")
+        model.compile(optimizer=keras.optimizers.Adam(0.05), loss=loss, jit_compile=True)
+        history = model.fit(x, y, sample_weight=w, batch_size=8, epochs=10, verbose=0)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    losses = history.history["loss"]
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < losses[0]
+    assert loss(y, model.predict(x, verbose=0), w).dtype == tf.float32
