@@ -81,6 +81,8 @@ def from_tfds(
             (``KNOWN_DATASETS``) come with their own map: for
             ``oxford_iiit_pet`` pet = 1, background = 0, border = ignore.
         class_names / num_classes: the class set after ``label_map``.
+            A mask stored at another resolution than its image is resized to
+            the image with nearest neighbour.
         data_dir, download: passed to ``tfds.load``.
         Other arguments: as in :func:`kerasseg.data.load_dataset`, except that
         ``class_weights`` is ``None`` or an explicit list (TFDS sets carry no
@@ -147,6 +149,13 @@ def from_tfds(
                                                            tf.reduce_max(mask)])]
             ):
                 mask = tf.cast(mask, tf.uint8)
+        # a mask stored at another resolution than its image is brought to the image's size (nearest)
+        image_hw = tf.shape(image)[:2]
+        mask = tf.cond(
+            tf.reduce_all(tf.equal(tf.shape(mask), image_hw)),
+            lambda: mask,
+            lambda: tf.image.resize(mask[..., tf.newaxis], image_hw, method="nearest")[..., 0],
+        )
         ident = ex["file_name"] if has_file_name else tf.strings.as_string(index)
         return {
             "image": image,
