@@ -233,7 +233,7 @@ def run_isbi(out_dir: pathlib.Path, *, epochs: int = 30, size: int = 256, n_jobs
     no_crf = segmentation_scores([p.argmax(-1) for p in probs], vtruth, 2)
     with_crf = segmentation_scores(crf_default, vtruth, 2)
     grid = grid or {"bilateral_sxy": [5, 20, 80], "bilateral_srgb": [3, 13, 30],
-                    "bilateral_compat": [1, 3, 10], "gaussian_compat": [0, 1, 3]}
+                    "bilateral_compat": [0.5, 1, 3, 10], "gaussian_compat": [0, 1, 3]}
     t1 = time.perf_counter()
     tuned = tune_crf(vimg, probs, vtruth, grid, n_jobs=n_jobs)
     tune_s = time.perf_counter() - t1

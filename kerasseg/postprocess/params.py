@@ -14,6 +14,8 @@ from typing import Any, Mapping, Sequence, Union
 from kerasseg.postprocess.errors import CRFConfigError
 
 KERNELS = ("const", "diag", "full")
+#: fields ``to_dict(minimal=True)`` omits while they hold their defaults.
+ADVANCED_FIELDS = ("kernel", "normalization", "window", "use_generic_path")
 NORMALIZATIONS = ("none", "before", "after", "symmetric")
 
 # ``window`` is None (automatic), a (center, width) pair, or a mapping with
@@ -99,11 +101,19 @@ class CRFParams:
         except CRFConfigError as e:
             raise CRFConfigError(f"{origin}: {e}") from None
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-typed mapping (YAML/JSON friendly) that ``from_dict`` reads back."""
+    def to_dict(self, *, minimal: bool = False) -> dict[str, Any]:
+        """Plain-typed mapping (YAML/JSON friendly) that ``from_dict`` reads back.
+
+        With ``minimal=True`` the advanced fields (:data:`ADVANCED_FIELDS`) are
+        left out while they hold their defaults, so the section also fits configs
+        that only know the core kernel parameters.
+        """
         out: dict[str, Any] = {}
+        defaults = CRFParams()
         for name in self.field_names():
             value = getattr(self, name)
+            if minimal and name in ADVANCED_FIELDS and value == getattr(defaults, name):
+                continue
             if isinstance(value, tuple):
                 value = [_plain(v) for v in value]
             elif isinstance(value, Mapping):
