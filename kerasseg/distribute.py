@@ -187,6 +187,8 @@ def apply_sharding(dataset: Any, *, num_files: int, strategy: Any) -> Any:
     import tensorflow as tf
 
     policy = shard_policy(num_files, num_workers(strategy))
+    if policy == "OFF":
+        return dataset  # one worker: nothing to shard (and no log noise about it)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = getattr(
         tf.data.experimental.AutoShardPolicy, policy

@@ -71,9 +71,12 @@ def _register_custom_objects() -> None:
 
     for name in ("kerasseg.layers", "kerasseg.models", "kerasseg.losses", "kerasseg.metrics"):
         try:
-            importlib.import_module(name)
+            module = importlib.import_module(name)
         except ImportError:  # a module that does not exist cannot be referenced
-            pass
+            continue
+        register_all = getattr(module, "register_all", None)
+        if callable(register_all):
+            register_all()
 
 
 def load_model(path: str | os.PathLike) -> Any:
@@ -347,6 +350,7 @@ def _forward(model: Any, batch: np.ndarray, tta: bool) -> np.ndarray:
             out = out[0]
         if isinstance(out, dict):
             out = next(iter(out.values()))
+        out = out.numpy() if hasattr(out, "numpy") else out
         return np.array(out, dtype=np.float32)  # a writable copy
 
     if not tta:

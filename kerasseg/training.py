@@ -58,6 +58,7 @@ __all__ = [
     "BestModelCheckpoint",
     "LearningRateLogger",
     "WorkerBackupAndRestore",
+    "tensorboard_callback",
 ]
 
 CONFIG_FILENAME = "config.yaml"
@@ -398,6 +399,63 @@ def _callback_classes():
     return LearningRateLogger, BestModelCheckpoint, WorkerBackupAndRestore
 
 
+def _scalar_summaries_class():
+    import keras
+
+    class ScalarSummaries(keras.callbacks.Callback):
+        """Per-epoch scalars as TensorBoard event files, written with TensorFlow's
+        core summary ops (``logs/train`` and ``logs/validation``, tags
+        ``epoch_<metric>`` like Keras' own callback). Used when the
+        ``tensorboard`` package, which Keras' ``TensorBoard`` callback needs and
+        TensorFlow >= 2.20 no longer installs, is absent."""
+
+        def __init__(self, log_dir: str):
+            super().__init__()
+            self.log_dir = log_dir
+            self._writers: dict = {}
+
+        def _writer(self, name: str):
+            import tensorflow as tf
+
+            if name not in self._writers:
+                self._writers[name] = tf.summary.create_file_writer(os.path.join(self.log_dir, name))
+            return self._writers[name]
+
+        def on_epoch_end(self, epoch, logs=None):
+            import tensorflow as tf
+            from tensorflow.core.framework import summary_pb2
+
+            metadata = summary_pb2.SummaryMetadata(
+                plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
+            )
+            for key, value in (logs or {}).items():
+                run, tag = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+                with self._writer(run).as_default():
+                    tf.summary.write(f"epoch_{tag}", tf.constant(float(value), tf.float32), step=epoch,
+                                     metadata=metadata)
+            for writer in self._writers.values():
+                writer.flush()
+
+        def on_train_end(self, logs=None):
+            for writer in self._writers.values():
+                writer.close()
+            self._writers = {}
+
+    return ScalarSummaries
+
+
+def tensorboard_callback(log_dir: str) -> Any:
+    """Keras' ``TensorBoard`` callback when the ``tensorboard`` package is
+    installed, else :class:`ScalarSummaries` (scalars only, same layout)."""
+    import importlib.util
+
+    import keras
+
+    if importlib.util.find_spec("tensorboard") is not None:
+        return keras.callbacks.TensorBoard(log_dir)
+    return _scalar_summaries_class()(log_dir)
+
+
 def __getattr__(name: str) -> Any:
     # Callback classes subclass keras classes; build them on first use so that
     # `import kerasseg.training` stays free of TensorFlow.
@@ -555,7 +613,9 @@ def fit(config: Config, *, strategy: Any = None) -> FitResult:
         n_train = int(info.splits[config.data.train_split])
         steps = config.training.steps_per_epoch or max(1, n_train // global_batch)
         val_steps = config.training.validation_steps
-        if has_val and val_steps is None and distribute.num_workers(strategy) > 1:
+        if has_val and val_steps is None:
+            # one exact pass (the last batch may be partial on one worker; with several
+            # workers the validation set repeats so every worker runs the same count)
             val_steps = max(1, math.ceil(info.splits[config.data.val_split] / global_batch))
 
         if chief:
@@ -580,6 +640,7 @@ def fit(config: Config, *, strategy: Any = None) -> FitResult:
             "num_classes": info.num_classes,
             "normalization": normalization,
             "input_channels": info.channels,
+            "channels": info.channels,
             "image_dtype": info.image_dtype,
             "image_size": list(config.data.image_size),
             "ignore_index": info.ignore_index,
@@ -661,7 +722,7 @@ def fit(config: Config, *, strategy: Any = None) -> FitResult:
                 checkpoint,
             ]
             if config.callbacks.tensorboard:
-                callbacks.append(keras.callbacks.TensorBoard(os.path.join(out_dir, LOGS_DIRNAME)))
+                callbacks.append(tensorboard_callback(os.path.join(out_dir, LOGS_DIRNAME)))
             if config.callbacks.early_stopping_patience:
                 callbacks.append(keras.callbacks.EarlyStopping(
                     monitor=monitor, mode="max", patience=config.callbacks.early_stopping_patience,
@@ -678,6 +739,7 @@ def fit(config: Config, *, strategy: Any = None) -> FitResult:
                 steps_per_epoch=steps,
                 validation_steps=val_steps,
                 callbacks=callbacks,
+                shuffle=False,  # the tf.data pipeline shuffles
                 verbose=config.training.verbose if chief else 0,
             )
             if index + 1 < len(phases):
