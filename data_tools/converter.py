@@ -108,71 +108,76 @@ def convert_labelme(
     json_files = _find_files(input_dir, (".json",), exclude=[output_dir])
     if not json_files:
         raise ConversionError(input_dir, "no labelme *.json files found (searched recursively)")
-    if labels is None and os.path.isfile(os.path.join(input_dir, "labels.txt")):
-        labels = os.path.join(input_dir, "labels.txt")
-    class_list = read_labels_txt(labels) if labels is not None else None
+    pool = _start_pool(options.workers, len(json_files))
+    try:
+        if labels is None and os.path.isfile(os.path.join(input_dir, "labels.txt")):
+            labels = os.path.join(input_dir, "labels.txt")
+        class_list = read_labels_txt(labels) if labels is not None else None
 
-    skipped: list[FileNote] = []
-    fail = _failure_handler(options.on_error, skipped)
-    annotations: dict[str, tuple[str, set[str]]] = {}
-    seen_ids: dict[str, str] = {}
-    seen_images: dict[str, str] = {}
-    for json_path in json_files:
-        source_id = os.path.splitext(os.path.relpath(json_path, input_dir))[0].replace(os.sep, "/")
-        try:
-            annotation = load_labelme_json(json_path)
-            image_file = resolve_image_path(annotation, input_dir=input_dir)
-            if image_file is not None and not os.path.isfile(image_file):
-                raise AnnotationError(
-                    json_path, f"image file not found: {annotation.image_path!r} (looked for {image_file})"
-                )
-            if source_id.lower() in seen_ids:
-                raise AnnotationError(
-                    json_path, f"duplicate id {source_id!r}: {seen_ids[source_id.lower()]} has the same name"
-                )
-            if image_file is not None and image_file in seen_images:
-                raise AnnotationError(
-                    json_path,
-                    f"duplicate: annotates the same image {image_file} as {seen_images[image_file]}",
-                )
-            if class_list is not None:
-                known = class_list.ids()
-                for shape in annotation.shapes:
-                    if shape.label not in known:
-                        raise AnnotationError(
-                            json_path,
-                            f"{shape.describe()}: label {shape.label!r} is not in {class_list.source} "
-                            f"(known: {', '.join(class_list.names)})",
-                        )
-        except AnnotationError as e:
-            fail(e)
-            continue
-        seen_ids[source_id.lower()] = json_path
-        if image_file is not None:
-            seen_images[image_file] = json_path
-        annotations[source_id] = (json_path, set(annotation.labels))
-    if class_list is None:
-        class_list = classes_from_labels(label for _, found in annotations.values() for label in found)
-    _log(log, f"found {len(json_files)} annotation(s), {len(class_list)} classes ({class_list.source})")
+        skipped: list[FileNote] = []
+        fail = _failure_handler(options.on_error, skipped)
+        annotations: dict[str, tuple[str, set[str]]] = {}
+        seen_ids: dict[str, str] = {}
+        seen_images: dict[str, str] = {}
+        for json_path in json_files:
+            source_id = os.path.splitext(os.path.relpath(json_path, input_dir))[0].replace(os.sep, "/")
+            try:
+                annotation = load_labelme_json(json_path)
+                image_file = resolve_image_path(annotation, input_dir=input_dir)
+                if image_file is not None and not os.path.isfile(image_file):
+                    raise AnnotationError(
+                        json_path, f"image file not found: {annotation.image_path!r} (looked for {image_file})"
+                    )
+                if source_id.lower() in seen_ids:
+                    raise AnnotationError(
+                        json_path, f"duplicate id {source_id!r}: {seen_ids[source_id.lower()]} has the same name"
+                    )
+                if image_file is not None and image_file in seen_images:
+                    raise AnnotationError(
+                        json_path,
+                        f"duplicate: annotates the same image {image_file} as {seen_images[image_file]}",
+                    )
+                if class_list is not None:
+                    known = class_list.ids()
+                    for shape in annotation.shapes:
+                        if shape.label not in known:
+                            raise AnnotationError(
+                                json_path,
+                                f"{shape.describe()}: label {shape.label!r} is not in {class_list.source} "
+                                f"(known: {', '.join(class_list.names)})",
+                            )
+            except AnnotationError as e:
+                fail(e)
+                continue
+            seen_ids[source_id.lower()] = json_path
+            if image_file is not None:
+                seen_images[image_file] = json_path
+            annotations[source_id] = (json_path, set(annotation.labels))
+        if class_list is None:
+            class_list = classes_from_labels(label for _, found in annotations.values() for label in found)
+        _log(log, f"found {len(json_files)} annotation(s), {len(class_list)} classes ({class_list.source})")
 
-    class_ids = class_list.ids()
+        class_ids = class_list.ids()
 
-    def make_payload(source_id: str) -> tuple:
-        return (annotations[source_id][0], input_dir, class_ids)
+        def make_payload(source_id: str) -> tuple:
+            return (annotations[source_id][0], input_dir, class_ids)
 
-    return _convert(
-        kind="labelme",
-        ids=list(annotations),
-        make_payload=make_payload,
-        class_names=list(class_list.names),
-        options=options,
-        input_description={"input_dir": input_dir, "labels": class_list.source},
-        output_dir=output_dir,
-        skipped=skipped,
-        started=started,
-        progress=progress,
-        log=log,
-    )
+        return _convert(
+            kind="labelme",
+            ids=list(annotations),
+            make_payload=make_payload,
+            class_names=list(class_list.names),
+            options=options,
+            input_description={"input_dir": input_dir, "labels": class_list.source},
+            output_dir=output_dir,
+            skipped=skipped,
+            started=started,
+            progress=progress,
+            log=log,
+            pool=pool,
+        )
+    finally:
+        _stop_pool(pool)
 
 
 def convert_mask_folder(
@@ -225,36 +230,41 @@ def convert_mask_folder(
     pairs, problems = find_pairs(images_dir, masks_dir, mask_pattern=pattern, exclude=[output_dir])
     if not pairs and not problems:
         raise ConversionError(images_dir, "no images found (searched recursively for PNG/JPEG/TIFF/BMP/GIF)")
-    skipped: list[FileNote] = []
-    fail = _failure_handler(options.on_error, skipped)
-    for problem in problems:
-        fail(problem)
-    by_id = {pair.source_id: pair for pair in pairs}
-    _log(log, f"found {len(pairs)} image(s) with masks")
+    pool = _start_pool(options.workers, len(pairs))
+    try:
+        skipped: list[FileNote] = []
+        fail = _failure_handler(options.on_error, skipped)
+        for problem in problems:
+            fail(problem)
+        by_id = {pair.source_id: pair for pair in pairs}
+        _log(log, f"found {len(pairs)} image(s) with masks")
 
-    def make_payload(source_id: str) -> tuple:
-        pair = by_id[source_id]
-        return (pair.image, pair.masks, images_dir, threshold, cmap)
+        def make_payload(source_id: str) -> tuple:
+            pair = by_id[source_id]
+            return (pair.image, pair.masks, images_dir, threshold, cmap)
 
-    return _convert(
-        kind="masks",
-        ids=list(by_id),
-        make_payload=make_payload,
-        class_names=list(cmap.names) if cmap is not None else None,
-        options=options,
-        input_description={
-            "images_dir": images_dir,
-            "masks_dir": masks_dir,
-            "mask_pattern": pattern,
-            "threshold": threshold,
-            "class_map": cmap.source if cmap is not None else None,
-        },
-        output_dir=output_dir,
-        skipped=skipped,
-        started=started,
-        progress=progress,
-        log=log,
-    )
+        return _convert(
+            kind="masks",
+            ids=list(by_id),
+            make_payload=make_payload,
+            class_names=list(cmap.names) if cmap is not None else None,
+            options=options,
+            input_description={
+                "images_dir": images_dir,
+                "masks_dir": masks_dir,
+                "mask_pattern": pattern,
+                "threshold": threshold,
+                "class_map": cmap.source if cmap is not None else None,
+            },
+            output_dir=output_dir,
+            skipped=skipped,
+            started=started,
+            progress=progress,
+            log=log,
+            pool=pool,
+        )
+    finally:
+        _stop_pool(pool)
 
 
 # -- options and checks ------------------------------------------------------------------------
@@ -362,6 +372,7 @@ def _convert(
     started: float,
     progress: bool,
     log: Callable[[str], None] | None,
+    pool=None,
 ) -> ConversionReport:
     if not ids:
         raise ConversionError(
@@ -383,7 +394,7 @@ def _convert(
     tmp = os.path.join(parent, f"{_TMP_PREFIX}{os.path.basename(output_dir)}-{uuid.uuid4().hex[:8]}")
     os.makedirs(tmp)
     try:
-        state = _write_records(tmp, tasks, plan, num_shards, options, progress, skipped)
+        state = _write_records(tmp, tasks, plan, num_shards, options, progress, skipped, pool)
         report = _finish(
             tmp, kind, state, plan, class_names, options, input_description, output_dir, skipped, started
         )
@@ -415,6 +426,7 @@ def _write_records(
     options: _Options,
     progress: bool,
     skipped: list[FileNote],
+    pool=None,
 ) -> _State:
     import tensorflow as tf
 
@@ -431,7 +443,7 @@ def _write_records(
     writer = None
     writer_key = None
     try:
-        for result in _results(tasks, options.workers, progress):
+        for result in _results(tasks, pool, progress):
             task = tasks[result["position"]]
             if not result["ok"]:
                 if options.on_error == "stop":
@@ -486,27 +498,44 @@ def _write_records(
     return state
 
 
-def _results(tasks: list[_Task], workers: int, progress: bool) -> Iterator[dict]:
+def _start_pool(workers: int, num_items: int):
+    """Start worker processes early, so they boot while sources are checked and
+    TensorFlow is imported; ``None`` for ``workers <= 1``.
+
+    Workers never touch TensorFlow. They are forked when TensorFlow is not
+    loaded in this process (fast start), else spawned clean (forking a process
+    that runs TensorFlow's threads is unsafe).
+    """
+    if workers <= 1 or num_items <= 1:
+        return None
+    method = "spawn"
+    if "fork" in multiprocessing.get_all_start_methods() and "tensorflow" not in sys.modules:
+        method = "fork"
+    return multiprocessing.get_context(method).Pool(min(workers, num_items))
+
+
+def _stop_pool(pool) -> None:
+    if pool is not None:
+        pool.terminate()
+        pool.join()
+
+
+def _results(tasks: list[_Task], pool, progress: bool) -> Iterator[dict]:
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=len(tasks), unit="img", desc="converting", file=sys.stderr)
     try:
-        if workers <= 1 or len(tasks) <= 1:
-            for task in tasks:
-                yield process_task(task)
-                if bar is not None:
-                    bar.update(1)
-            return
-        # "spawn": workers start clean, without the parent's TensorFlow threads.
-        context = multiprocessing.get_context("spawn")
-        chunksize = max(1, min(8, len(tasks) // (workers * 8)))
-        with context.Pool(workers) as pool:
-            for result in pool.imap(process_task, tasks, chunksize=chunksize):
-                yield result
-                if bar is not None:
-                    bar.update(1)
+        if pool is None:
+            results: Iterable[dict] = (process_task(task) for task in tasks)
+        else:
+            chunksize = max(1, min(8, len(tasks) // (pool._processes * 8)))
+            results = pool.imap(process_task, tasks, chunksize=chunksize)
+        for result in results:
+            yield result
+            if bar is not None:
+                bar.update(1)
     finally:
         if bar is not None:
             bar.close()
