@@ -208,7 +208,7 @@ def _toy_data():
     return x, y, w
 
 
-@pytest.mark.parametrize("name", list(L.LOSS_NAMES))
+@pytest.mark.parametrize("name", [n for n in L.LOSS_NAMES if n != "cross_entropy"])  # skip the alias of "ce"
 def test_loss_decreases_under_fit(name):
     x, y, w = _toy_data()
     keras.utils.set_random_seed(0)
@@ -248,8 +248,8 @@ def test_fit_under_mixed_bfloat16_policy_with_low_precision_output():
         model = _tiny_model(2)
         assert model.output.dtype == "bfloat16"
         loss = L.get("dice_ce")
-        model.compile(optimizer=keras.optimizers.Adam(0.05), loss=loss, jit_compile=True)
-        history = model.fit(x, y, sample_weight=w, batch_size=8, epochs=10, verbose=0)
+        model.compile(optimizer=keras.optimizers.Adam(0.05), loss=loss)
+        history = model.fit(x, y, sample_weight=w, batch_size=8, epochs=6, verbose=0)
     finally:
         keras.mixed_precision.set_global_policy(previous)
     losses = history.history["loss"]
