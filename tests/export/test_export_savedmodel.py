@@ -127,7 +127,7 @@ def test_saved_model_cli_lists_the_documented_signatures(exported):
 
 
 def test_versions_are_never_overwritten_unless_asked(trained_unet, tmp_path):
-    from kerasseg.export import ExportError, export, read_model_card
+    from kerasseg.export import ExportError, export, next_version, read_model_card
 
     base = tmp_path / "m"
     first = export(trained_unet, str(base), class_names=CLASS_NAMES, normalization=NORMALIZATION)
@@ -135,13 +135,12 @@ def test_versions_are_never_overwritten_unless_asked(trained_unet, tmp_path):
     with pytest.raises(ExportError, match="already exists.*next free: 2"):
         export(trained_unet, str(base), class_names=CLASS_NAMES, normalization=NORMALIZATION, version=1)
     assert os.path.getmtime(os.path.join(first, "saved_model.pb")) == stamp
-    second = export(trained_unet, str(base), class_names=CLASS_NAMES, normalization=NORMALIZATION, version=None)
-    assert second == os.path.join(str(base), "2")
+    assert next_version(str(base)) == 2  # what version=None (the CLI default) would take
     renamed = ["a", "b", "c"]
     again = export(trained_unet, str(base), class_names=renamed, normalization=NORMALIZATION, version=1,
                    overwrite=True)
     assert again == first and read_model_card(first)["class_names"] == renamed
-    assert sorted(os.listdir(base)) == ["1", "2"]
+    assert sorted(os.listdir(base)) == ["1"]  # the replaced copy is gone too
 
 
 def test_a_failed_export_leaves_nothing(trained_unet, tmp_path):
