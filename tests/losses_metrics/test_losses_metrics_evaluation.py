@@ -84,8 +84,19 @@ def test_distances_match_brute_force_on_random_shapes(spacing):
                 mask[r : r + rng.integers(1, 16), c : c + rng.integers(1, 16)] = True
         got = E.surface_distances(a, b, spacing)
         want = _brute_force(a, b, spacing)
-        np.testing.assert_allclose(got[0], want[0], rtol=1e-9)
-        np.testing.assert_allclose(got[1], want[1], rtol=1e-9)
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-6)
+
+
+def test_numpy_and_opencv_paths_agree_for_square_pixels():
+    rng = np.random.default_rng(6)
+    a = rng.random((64, 48)) > 0.7
+    b = rng.random((64, 48)) > 0.6
+    sb = E.surface(b)
+    rows, cols = np.nonzero(E.surface(a))
+    numpy_path = E._nearest_distances(rows, cols, sb, (1.5, 1.5))
+    opencv_path, _ = E.surface_distances(a, b, spacing=1.5)
+    np.testing.assert_allclose(numpy_path, opencv_path, rtol=1e-6)
 
 
 def test_distances_agree_with_opencv_distance_transform():
@@ -200,6 +211,9 @@ def test_probabilities_binary_and_spacing():
     nodule = ev.result()["per_class"]["nodule"]
     assert nodule["dice"] == pytest.approx(12 / 18)
     assert nodule["hd95"] == pytest.approx(0.5)
+    # a per-image spacing overrides the evaluator's
+    record = ev.update(truth, probs, name="fine", spacing=(0.25, 0.25))
+    assert record["hd95"]["nodule"] == pytest.approx(0.25) and record["spacing"] == [0.25, 0.25]
 
 
 def test_bad_input_is_a_clear_error():
