@@ -135,6 +135,10 @@ def run(quick: bool = False) -> dict[str, float]:
     print(f"batch of {n_images}: n_jobs=1 {t_serial:.2f} s, n_jobs=2 {t_parallel:.2f} s -> "
           f"speed-up {t_serial / t_parallel:.2f}x on {os.cpu_count()} CPUs "
           f"(load average {os.getloadavg()[0]:.1f}: other processes compete for the cores)")
+    if os.getloadavg()[0] > (os.cpu_count() or 1):
+        print("note: the machine is saturated by other processes; with the kernel's autogroup "
+              "scheduling all processes of one session share one CPU share, so n_jobs=2 cannot "
+              "get more CPU than n_jobs=1 here and the speed-up measures only the pool overhead")
     return results
 
 
