@@ -88,6 +88,10 @@ class DenseCRF(keras.layers.Layer):
             (pydensecrf's ``unary_from_softmax`` default).
         gaussian_filter: ``"auto"`` or ``"lattice"``.
         bilateral_filter: ``"auto"`` or ``"lattice"``.
+        xla_lattice: compile the element-wise part of the lattice construction
+            with XLA (2-4x faster on CPU; compiles once per new image size,
+            which costs about a second). The mean-field loop itself is never
+            XLA-compiled. Turn off for inputs whose size changes every call.
     """
 
     def __init__(
@@ -102,6 +106,7 @@ class DenseCRF(keras.layers.Layer):
         clip: float = 1e-5,
         gaussian_filter: str = "auto",
         bilateral_filter: str = "auto",
+        xla_lattice: bool = True,
         **kwargs,
     ):
         kwargs.setdefault("autocast", False)
@@ -130,6 +135,7 @@ class DenseCRF(keras.layers.Layer):
         self.clip = float(clip)
         self.gaussian_filter = gaussian_filter
         self.bilateral_filter = bilateral_filter
+        self.xla_lattice = bool(xla_lattice)
 
     # ------------------------------------------------------------------ config
     def get_config(self) -> dict:
@@ -145,6 +151,7 @@ class DenseCRF(keras.layers.Layer):
             clip=self.clip,
             gaussian_filter=self.gaussian_filter,
             bilateral_filter=self.bilateral_filter,
+            xla_lattice=self.xla_lattice,
         )
         return config
 
@@ -196,6 +203,7 @@ class DenseCRF(keras.layers.Layer):
             clip=self.clip,
             gaussian_filter=self.gaussian_filter,
             bilateral_filter=self.bilateral_filter,
+            xla_lattice=self.xla_lattice,
         )
 
 
@@ -226,8 +234,8 @@ class _LatticeKernel:
     ``filter_values`` maps ``(P, C)`` -> ``(P, C)``; ``norm`` is ``(P, 1)``.
     """
 
-    def __init__(self, features: tf.Tensor, group: tf.Tensor | None = None):
-        self.lattice = _lattice.build_lattice(features, group)
+    def __init__(self, features: tf.Tensor, group: tf.Tensor | None = None, *, xla: bool = True):
+        self.lattice = _lattice.build_lattice(features, group, xla=xla)
         ones = tf.ones([tf.shape(features)[0], 1], tf.float32)
         self.norm = tf.math.rsqrt(_lattice.lattice_filter(self.lattice, ones) + 1e-20)
         # F(n): the message of "all classes together", used to get the last
@@ -252,6 +260,7 @@ def refine(
     clip: float = 1e-5,
     gaussian_filter: str = "auto",
     bilateral_filter: str = "auto",
+    xla_lattice: bool = True,
 ) -> tf.Tensor:
     """Functional form of :class:`DenseCRF` (same arguments, same shapes)."""
     image = tf.cast(image, tf.float32)
@@ -270,7 +279,7 @@ def refine(
     # Smoothness kernel: the same for every image, so one lattice on H*W
     # points filters the whole batch (images and classes as channels).
     gauss_feats = tf.stack([yy / gaussian_sxy, xx / gaussian_sxy], axis=-1)
-    gauss = _LatticeKernel(tf.reshape(gauss_feats, [-1, 2]))
+    gauss = _LatticeKernel(tf.reshape(gauss_feats, [-1, 2]), xla=xla_lattice)
 
     # Appearance kernel: one lattice over all images, kept apart by group id.
     srgb = bilateral_srgb if isinstance(bilateral_srgb, (list, tuple)) else [bilateral_srgb] * channels
@@ -279,7 +288,7 @@ def refine(
     colour = image / tf.constant(srgb, tf.float32)
     bil_feats = tf.reshape(tf.concat([pos, colour], axis=-1), [-1, 2 + channels])
     group = tf.repeat(tf.range(batch), hw)
-    bilateral = _LatticeKernel(bil_feats, group)
+    bilateral = _LatticeKernel(bil_feats, group, xla=xla_lattice)
 
     flat_unary = tf.reshape(unary, [-1, num_classes])  # (B*HW, K), batch-major
     q = tf.nn.softmax(-flat_unary, axis=-1)
