@@ -44,6 +44,7 @@ per-class values shown.
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -478,7 +479,7 @@ class SegmentationEvaluator:
             "distance_unit": "pixels" if self.spacing is None else "spacing units",
             "ignore_index": self.ignore_index,
             "empty_policy": EMPTY_POLICY,
-            "per_image": [dict(r) for r in self.per_image],
+            "per_image": copy.deepcopy(self.per_image),
         }
 
     def format_table(self) -> str:

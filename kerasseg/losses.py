@@ -38,6 +38,7 @@ float32 whatever the input dtype (``mixed_float16``/``mixed_bfloat16`` safe).
 from __future__ import annotations
 
 import difflib
+import inspect
 from typing import Any, Mapping, Sequence
 
 import keras
@@ -218,9 +219,9 @@ class SegmentationLoss(keras.losses.Loss):
         self.from_logits = bool(from_logits)
         self.ignore_index = None if ignore_index is None else int(ignore_index)
 
-    # Subclasses override.
-    def _per_image(self, prep: dict[str, tf.Tensor]) -> tf.Tensor:  # pragma: no cover
-        raise NotImplementedError(f"{type(self).__name__} must implement _per_image")
+    def _per_image(self, prep: dict[str, tf.Tensor]) -> tf.Tensor:
+        """Per-image losses ``(B,)``; every concrete loss overrides this."""
+        raise TypeError(f"{type(self).__name__} is an abstract base class; use one of {list(LOSS_NAMES)}")
 
     def per_image_losses(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> tf.Tensor:
         """Unreduced loss: float32 ``(B,)``, one value per image."""
@@ -710,8 +711,6 @@ def _build_named(name: Any, kwargs: Mapping[str, Any], num_classes: int | None, 
             f"valid names: {', '.join(LOSS_NAMES)}"
         )
     cls = LOSS_NAMES[key]
-    import inspect
-
     params = [
         p.name
         for p in inspect.signature(cls.__init__).parameters.values()
@@ -746,7 +745,8 @@ def get(spec: Any, *, num_classes: int | None = None) -> SegmentationLoss:
       ``"tversky"``, ``"focal"``, ``"focal_tversky"``;
     * a dict ``{"name": "tversky", "alpha": 0.3, "beta": 0.7}``;
     * a weighted sum ``{"sum": [{"name": "dice", "weight": 1.0}, {"name": "focal", "weight": 2.0}]}``;
-    * an existing ``SegmentationLoss`` (returned unchanged).
+    * an existing ``SegmentationLoss`` (returned unchanged);
+    * ``None``: the default, ``"dice_ce"``.
 
     ``num_classes`` (model classes; 1 = binary sigmoid) validates ``class_weights``
     lengths. Raises ``LossSpecError`` naming the problem and the nearest valid name.
