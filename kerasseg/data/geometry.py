@@ -46,8 +46,18 @@ def resize(image, mask, size: Sequence[int]):
     import tensorflow as tf
 
     h, w = as_size(size)
-    image = tf.image.resize(tf.cast(image, tf.float32), [h, w], method="bilinear")
-    mask = tf.image.resize(mask[..., tf.newaxis], [h, w], method="nearest")[..., 0]
+    image = tf.cast(image, tf.float32)
+    same = tf.reduce_all(tf.equal(tf.shape(mask), [h, w]))  # already the right size: skip the resampling
+    image, mask = tf.cond(
+        same,
+        lambda: (tf.identity(image), tf.identity(mask)),
+        lambda: (
+            tf.image.resize(image, [h, w], method="bilinear"),
+            tf.image.resize(mask[..., tf.newaxis], [h, w], method="nearest")[..., 0],
+        ),
+    )
+    image.set_shape([h, w, image.shape[-1]])
+    mask.set_shape([h, w])
     return image, mask
 
 
