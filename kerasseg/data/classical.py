@@ -269,6 +269,16 @@ def _mask_step(fn: Callable[..., np.ndarray]) -> Callable[..., tuple[np.ndarray,
     return step
 
 
+def median_filter(image: np.ndarray, size: int = 3) -> np.ndarray:
+    """Median filter of odd ``size`` (shorthand for ``denoise_speckle(method="median")``)."""
+    return denoise_speckle(image, method="median", ksize=size)
+
+
+def bilateral_filter(image: np.ndarray, sigma_color: float | None = None, sigma_space: float = 3.0) -> np.ndarray:
+    """Edge-preserving bilateral filter (shorthand for ``denoise_speckle(method="bilateral")``)."""
+    return denoise_speckle(image, method="bilateral", sigma_color=sigma_color, sigma_space=sigma_space)
+
+
 def _crop_step(image, mask, **params):
     image, mask, _ = crop_effective_region(image, mask, **params)
     return image, mask
@@ -283,6 +293,8 @@ PREPROCESSING_STEPS: dict[str, Callable[..., tuple[np.ndarray, np.ndarray | None
     "clahe": _image_step(clahe),
     "adaptive_contrast_enhancement": _image_step(adaptive_contrast_enhancement),
     "denoise_speckle": _image_step(denoise_speckle),
+    "median": _image_step(median_filter),
+    "bilateral": _image_step(bilateral_filter),
     "mask_opening": _mask_step(mask_opening),
     "remove_small_objects": _mask_step(remove_small_objects),
 }
@@ -331,6 +343,8 @@ __all__ = [
     "clahe",
     "adaptive_contrast_enhancement",
     "denoise_speckle",
+    "median_filter",
+    "bilateral_filter",
     "mask_opening",
     "remove_small_objects",
     "parse_steps",

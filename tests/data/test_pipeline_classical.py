@@ -111,6 +111,9 @@ def test_apply_preprocessing_runs_steps_in_order_and_validates():
     image, out_mask = classical.apply_preprocessing(frame, mask, steps)
     assert image.shape == (80, 100) and out_mask.shape == (80, 100)
     assert out_mask.sum() == 400
+    # the shorthand names used in training configs
+    median, _ = classical.apply_preprocessing(frame, None, [{"name": "median", "size": 3}])
+    np.testing.assert_array_equal(median, classical.denoise_speckle(frame, method="median", ksize=3))
     with pytest.raises(ValueError, match="unknown preprocessing step"):
         classical.parse_steps(["sharpen"])
     with pytest.raises(ValueError, match="unknown parameters"):
