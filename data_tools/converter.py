@@ -416,6 +416,7 @@ class _State:
     channels: dict[str, int]
     warnings: list[FileNote]
     previews: list[str]
+    tf_import_seconds: float = 0.0
 
 
 def _write_records(
@@ -428,15 +429,18 @@ def _write_records(
     skipped: list[FileNote],
     pool=None,
 ) -> _State:
+    import_started = time.perf_counter()
     import tensorflow as tf
 
     from kerasseg import schema
 
+    tf_import_seconds = time.perf_counter() - import_started
     state = _State(
         written={split: [] for split in plan},
         class_pixels={split: np.zeros(256, np.int64) for split in plan},
         class_images={split: np.zeros(256, np.int64) for split in plan},
         stats=[], dtypes={}, channels={}, warnings=[], previews=[],
+        tf_import_seconds=tf_import_seconds,
     )
     rank = {(split, source_id): i for split, ids in plan.items() for i, source_id in enumerate(ids)}
     position_in_split = {task.position: rank[(task.split, task.source_id)] for task in tasks}
@@ -461,7 +465,7 @@ def _write_records(
                 writer_key = key
                 writer = tf.io.TFRecordWriter(os.path.join(tmp, schema.shard_filename(split, shard, num_shards[split])))
             writer.write(
-                schema.encode_example(
+                _deterministic(tf, schema.encode_example(
                     image_bytes=result["image_bytes"],
                     image_format=result["image_format"],
                     height=result["height"],
@@ -470,7 +474,7 @@ def _write_records(
                     mask_png=result["mask_png"],
                     filename=result["filename"],
                     source_id=task.source_id,
-                )
+                ))
             )
             state.written[split].append(task.source_id)
             state.class_pixels[split] += result["class_pixels"]
@@ -496,6 +500,15 @@ def _write_records(
             if not os.path.exists(path):
                 open(path, "wb").close()
     return state
+
+
+def _deterministic(tf, serialized: bytes) -> bytes:
+    """Re-serialize an Example with its feature map in sorted key order.
+
+    Protobuf writes map entries in an order that can differ between Python
+    processes (hash seeds); sorting makes records byte-identical across runs.
+    """
+    return tf.train.Example.FromString(serialized).SerializeToString(deterministic=True)
 
 
 def _start_pool(workers: int, num_items: int):
@@ -626,6 +639,7 @@ def _finish(
         previews=state.previews,
         workers=options.workers,
         seconds=time.perf_counter() - started,
+        tensorflow_import_seconds=state.tf_import_seconds,
     )
     with open(os.path.join(tmp, "report.json"), "w", encoding="utf-8") as f:
         f.write(report.to_json())

@@ -35,6 +35,8 @@ class ConversionReport:
         previews: overlay PNGs written (relative to ``output_dir``).
         workers: processes used.
         seconds: wall time of the conversion.
+        tensorflow_import_seconds: part of ``seconds`` spent importing
+            TensorFlow (a fixed cost, whatever the number of images).
     """
 
     output_dir: str
@@ -51,6 +53,7 @@ class ConversionReport:
     previews: list[str] = dataclasses.field(default_factory=list)
     workers: int = 1
     seconds: float = 0.0
+    tensorflow_import_seconds: float = 0.0
 
     @property
     def num_examples(self) -> int:

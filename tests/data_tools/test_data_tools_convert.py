@@ -94,8 +94,23 @@ def test_split_is_reproducible_and_folds_partition_train(folder, tmp_path):
 
 
 def test_output_identical_for_any_worker_count(folder, tmp_path):
+    """workers=1 here; workers=2 in a fresh process (as the CLI runs: workers forked
+    before TensorFlow loads) with another hash seed: the bytes must not change."""
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
     data_tools.convert_labelme(folder, tmp_path / "w1", workers=1, shards=2)
-    data_tools.convert_labelme(folder, tmp_path / "w2", workers=2, shards=2)
+    env = dict(os.environ, PYTHONHASHSEED="12345", PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+    code = (
+        "import sys; from data_tools.cli import labelme2tfrecord_main as m; "
+        "sys.exit(m([sys.argv[1], sys.argv[2], '--workers', '2', '--shards', '2', '--no-progress']))"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(folder), str(tmp_path / "w2")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "with 2 worker(s)" in done.stdout
     names = sorted(p.name for p in (tmp_path / "w1").glob("*.tfrecord"))
     assert names == sorted(p.name for p in (tmp_path / "w2").glob("*.tfrecord")) and len(names) == 3
     for name in names + ["dataset.json"]:
