@@ -170,3 +170,26 @@ def test_model_evaluate_matches_hand_computed_and_reloads(tmp_path):
     reloaded = keras.models.load_model(path, safe_mode=True)
     again = reloaded.evaluate(x, truth, batch_size=2, verbose=0, return_dict=True)
     assert again["mean_dice"] == pytest.approx(results["mean_dice"])
+
+
+def test_streaming_metrics_agree_with_full_resolution_evaluator():
+    """Both implementations follow one definition, empty-class rule included."""
+    from kerasseg.evaluation import SegmentationEvaluator
+
+    rng = np.random.default_rng(11)
+    for trial in range(3):
+        truth = rng.integers(0, 3, size=(3, 9, 7))  # class 3 never in truth ...
+        pred = rng.integers(0, 4 if trial else 3, size=(3, 9, 7))  # ... and predicted only sometimes
+        truth[0, 0, :3] = 255
+        evaluator = SegmentationEvaluator(4, ["a", "b", "c", "d"], surface_metrics=False)
+        for t, p in zip(truth, pred):
+            evaluator.update(t, p)
+        report = evaluator.result()
+        scores = M.scores_from_confusion(M.confusion_matrix(truth, onehot_probs(pred, 4), num_classes=4))
+        for key in ("iou", "dice", "sensitivity", "specificity", "precision"):
+            for c, name in enumerate("abcd"):
+                got = float(scores[key][c])
+                assert got == pytest.approx(report["per_class"][name][key], abs=1e-6), (trial, key, c)
+        mean_dice = M.MeanDice(4)
+        mean_dice.update_state(truth, onehot_probs(pred, 4))
+        assert float(mean_dice.result()) == pytest.approx(report["mean_dice"], abs=1e-6)
