@@ -650,23 +650,25 @@ def _finish(
 
 
 def _intensity(stats: list[dict], channels: int, dtype: str) -> dict[str, Any]:
-    total = np.zeros(channels)
-    total_sq = np.zeros(channels)
-    lo = np.full(channels, np.inf)
-    hi = np.full(channels, -np.inf)
+    total = [0] * channels
+    total_sq = [0] * channels
+    lo: list[float] = [math.inf] * channels
+    hi: list[float] = [-math.inf] * channels
     count = 0
     for s in stats:
-        rep = channels if len(s["sum"]) == 1 else 1
-        total += np.repeat(s["sum"], rep)
-        total_sq += np.repeat(s["sumsq"], rep)
-        lo = np.minimum(lo, np.repeat(s["min"], rep))
-        hi = np.maximum(hi, np.repeat(s["max"], rep))
+        for c in range(channels):
+            k = 0 if len(s["sum"]) == 1 else c  # grayscale counts for every channel
+            total[c] += s["sum"][k]
+            total_sq[c] += s["sumsq"][k]
+            lo[c] = min(lo[c], s["min"][k])
+            hi[c] = max(hi[c], s["max"][k])
         count += s["count"]
-    mean = total / max(count, 1)
-    var = np.maximum(total_sq / max(count, 1) - mean**2, 0.0)
+    count = max(count, 1)
+    mean = [t / count for t in total]
+    std = [math.sqrt(max((count * q - t * t) / (count * count), 0.0)) for q, t in zip(total_sq, total)]
     return {
-        "mean": [round(float(v), 6) for v in mean],
-        "std": [round(float(v), 6) for v in np.sqrt(var)],
+        "mean": [round(v, 6) for v in mean],
+        "std": [round(v, 6) for v in std],
         "min": [float(v) for v in lo],
         "max": [float(v) for v in hi],
         "dtype": dtype,
@@ -750,19 +752,30 @@ def _mask_example(task: _Task):
     return image, mask, filename, notes, image_path
 
 
+def _channel_stats(pixels: np.ndarray) -> dict:
+    """Exact per-channel sum, sum of squares, min, max of an integer ``(H, W, C)`` image.
+
+    Computed from histograms with integer arithmetic, so the dataset totals do
+    not depend on summation order (or worker count).
+    """
+    sums, sumsq, lows, highs = [], [], [], []
+    for c in range(pixels.shape[2]):
+        hist = np.bincount(pixels[:, :, c].ravel(), minlength=256 if pixels.dtype == np.uint8 else 65536)
+        present = np.nonzero(hist)[0]
+        values = np.arange(hist.size, dtype=np.int64)
+        sums.append(int(np.dot(hist, values)))
+        sumsq.append(int(np.dot(hist, values * values)))
+        lows.append(int(present[0]))
+        highs.append(int(present[-1]))
+    return {"sum": sums, "sumsq": sumsq, "min": lows, "max": highs, "count": int(pixels.shape[0] * pixels.shape[1])}
+
+
 def _result(task: _Task, image, mask: np.ndarray, filename: str, notes: list[str], path: str) -> dict:
     from data_tools.images import encode_png
     from data_tools.preview import overlay
 
     pixels = image.pixels
-    flat = pixels.reshape(-1, pixels.shape[2]).astype(np.float64)
-    stats = {
-        "sum": flat.sum(axis=0),
-        "sumsq": np.einsum("ij,ij->j", flat, flat),
-        "min": flat.min(axis=0),
-        "max": flat.max(axis=0),
-        "count": int(flat.shape[0]),
-    }
+    stats = _channel_stats(pixels)
     preview_png = encode_png(overlay(pixels, mask)) if task.preview else None
     return {
         "ok": True,
