@@ -319,3 +319,40 @@ def test_exif_orientation_matches_pillow_exif_transpose(orientation, tmp_path):
     # the stored bytes decode to the rotated pixels (PNG, lossless)
     assert np.array_equal(np.asarray(Image.open(__import__("io").BytesIO(decoded.encoded))), expected)
     assert decoded.format == "png"
+
+
+# -- labelme 6/7 style files ----------------------------------------------------------------------
+
+
+def test_labelme_7_style_shapes(tmp_path):
+    """Newer writers: oriented_rectangle (4 corners), ai_polygon/ai_mask, 4-point
+    rectangles, extra keys, Windows separators in imagePath."""
+    import io as _io
+
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(tmp_path / "imgs" / "frame.png")
+    buf = _io.BytesIO()
+    Image.fromarray(np.ones((3, 4), np.uint8)).save(buf, format="PNG")
+    doc = {
+        "version": "7.1.0",
+        "flags": {},
+        "shapes": [
+            {"label": "a", "points": [[2, 2], [8, 4], [6, 10], [0, 8]], "shape_type": "oriented_rectangle",
+             "group_id": None, "description": "", "flags": {}, "mask": None, "other_data": {"score": 0.9}},
+            {"label": "b", "points": [[12, 2], [18, 2], [18, 6], [12, 6]], "shape_type": "rectangle"},
+            {"label": "a", "points": [[20, 10], [28, 10], [24, 18]], "shape_type": "ai_polygon"},
+            {"label": "b", "points": [[1, 15], [4, 17]], "shape_type": "ai_mask",
+             "mask": base64.b64encode(buf.getvalue()).decode()},
+        ],
+        "imagePath": "imgs\\frame.png",
+        "imageData": None,
+        "imageHeight": 20,
+        "imageWidth": 30,
+        "description": "",
+    }
+    (tmp_path / "frame.json").write_text(json.dumps(doc))
+    sample = read_labelme_sample(tmp_path / "frame.json", class_ids={"_background_": 0, "a": 1, "b": 2})
+    assert sample.filename == "imgs/frame.png"
+    m = sample.mask
+    assert m[5, 4] == 1 and m[4, 15] == 2 and m[13, 24] == 1
+    assert m[15:18, 1:5].tolist() == [[2] * 4] * 3 and m[14, 1] == 0
