@@ -33,7 +33,7 @@ def overlay(image: np.ndarray, labels: np.ndarray, ignore: np.ndarray | None = N
     Args:
         image: ``(H, W)`` or ``(H, W, C)`` float in ``[0, 1]`` (C = 1 or 3).
         labels: ``(H, W)`` int class ids (0 = background, unpainted).
-        ignore: optional ``(H, W)`` bool, painted white at half ``alpha``.
+        ignore: optional ``(H, W)`` bool, tinted white.
 
     Returns:
         ``(H, W, 3)`` float RGB in ``[0, 1]``.
@@ -48,7 +48,7 @@ def overlay(image: np.ndarray, labels: np.ndarray, ignore: np.ndarray | None = N
     colours = _PALETTE[(np.maximum(labels, 1) - 1) % len(_PALETTE)]
     rgb[fg] = (1 - alpha) * rgb[fg] + alpha * colours[fg]
     if ignore is not None and ignore.any():
-        rgb[ignore] = (1 - alpha / 2) * rgb[ignore] + (alpha / 2) * _IGNORE_COLOUR
+        rgb[ignore] = (1 - alpha) * rgb[ignore] + alpha * _IGNORE_COLOUR
     return rgb
 
 
