@@ -309,7 +309,7 @@ def test_kerasseg_data_show_delegates_to_pipeline(folder, tmp_path):
     out = tmp_path / "records"
     data_tools.convert_labelme(folder, out, split="train=0.5,val=0.5")
     grid = tmp_path / "grid.png"
-    code = kerasseg_main(["data", "show", str(out), "--split", "train", "-n", "2", "--out", str(grid)])
+    code = kerasseg_main(["data", "show", str(out), "--split", "train", "-n", "2", "--augment", "--out", str(grid)])
     assert code == 0 and grid.is_file()
 
 
