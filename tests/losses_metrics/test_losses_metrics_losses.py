@@ -256,3 +256,32 @@ def test_fit_under_mixed_bfloat16_policy_with_low_precision_output():
     assert all(math.isfinite(v) for v in losses)
     assert losses[-1] < losses[0]
     assert loss(y, model.predict(x, verbose=0), w).dtype == tf.float32
+
+
+def test_with_a_kerasseg_unet_emitting_logits():
+    """The real model zoo: a 3-class U-Net with logits output trains with from_logits losses/metrics."""
+    models = pytest.importorskip("kerasseg.models")
+    from kerasseg import metrics as M
+
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(4, 16, 16, 1)).astype(np.float32)
+    y = (x[..., 0] > 0).astype(np.int32) + (x[..., 0] > 1).astype(np.int32)
+    y[:, 0, 0] = 255
+    keras.utils.set_random_seed(0)
+    model = models.build(
+        "unet", input_shape=(16, 16, 1), num_classes=3, depth=2, base_filters=4, output_activation=None
+    )
+    loss = L.get({"name": "focal_tversky", "from_logits": True}, num_classes=3)
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.01),
+        loss=loss,
+        metrics=M.default_metrics(3, ["bg", "a", "b"], from_logits=True),
+    )
+    history = model.fit(x, y, batch_size=4, epochs=4, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    logits = model.predict(x, verbose=0)
+    assert float(loss(y, logits)) == pytest.approx(float(L.FocalTverskyLoss()(y, tf.nn.softmax(logits))), rel=1e-4)
+    evaluation = model.evaluate(x, y, batch_size=4, verbose=0, return_dict=True)
+    dice = M.MeanDice(3)
+    dice.update_state(y, logits)  # argmax of logits == argmax of probabilities
+    assert evaluation["mean_dice"] == pytest.approx(float(dice.result()), rel=1e-5)
