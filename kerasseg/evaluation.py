@@ -113,6 +113,14 @@ def surface(mask: np.ndarray) -> np.ndarray:
     return mask & ~interior
 
 
+def _gap_along_rows(target: np.ndarray) -> np.ndarray:
+    """Per pixel, the number of rows to the nearest ``True`` in its column (``inf`` if none)."""
+    rows = np.arange(target.shape[0], dtype=np.float64)[:, None]
+    above = np.maximum.accumulate(np.where(target, rows, -np.inf), axis=0)  # nearest at or above
+    below = np.minimum.accumulate(np.where(target, rows, np.inf)[::-1], axis=0)[::-1]  # at or below
+    return np.minimum(rows - above, below - rows)
+
+
 def _nearest_distances(
     query_rows: np.ndarray,
     query_cols: np.ndarray,
@@ -121,33 +129,54 @@ def _nearest_distances(
 ) -> np.ndarray:
     """Exact Euclidean distance from each query pixel to the nearest ``True`` of ``target``.
 
-    Separable exact method: first, per column, the row distance to the nearest
-    target pixel in that column (two cumulative scans); then for each query
-    the minimum over target columns of ``(sx*dc)^2 + (sy*dr)^2``. Cost
-    ``O(queries x target columns)``, chunked; anisotropic spacing is exact.
+    Separable exact method: ``g[r, c']``, the row distance from row ``r`` to the
+    nearest target pixel in column ``c'`` (two cumulative scans), then for each
+    query ``min over c' of (sx*(c-c'))^2 + (sy*g[r,c'])^2``. The nearest target
+    in the query's own row or column bounds the answer, so only columns within
+    that bound are scanned (window sizes bucketed to powers of two, chunked);
+    queries with no target in their row or column scan every target column.
+    Exact for any (anisotropic) spacing.
     """
     sy, sx = spacing
-    height, width = target.shape
-    columns = np.flatnonzero(target.any(axis=0))
-    if columns.size == 0 or query_rows.size == 0:
-        return np.full(query_rows.shape, np.inf)
-    sub = target[:, columns]
-    rows = np.arange(height, dtype=np.float64)[:, None]
-    above = np.where(sub, rows, -np.inf)
-    above = np.maximum.accumulate(above, axis=0)  # nearest target at or above
-    below = np.where(sub, rows, np.inf)
-    below = np.minimum.accumulate(below[::-1], axis=0)[::-1]  # nearest at or below
-    row_gap = np.minimum(rows - above, below - rows)  # (H, C), finite: every column has a target
-    row_gap_sq = (row_gap * sy) ** 2
-    col_pos = columns.astype(np.float64) * sx
+    out = np.full(query_rows.shape, np.inf)
+    if query_rows.size == 0 or not target.any():
+        return out
+    gap = _gap_along_rows(target)  # (H, W)
+    side = _gap_along_rows(target.T).T  # columns to the nearest target in the same row
+    bound = np.minimum(sy * gap[query_rows, query_cols], sx * side[query_rows, query_cols])
+    gap_sq = (sy * gap) ** 2
 
-    out = np.empty(query_rows.shape, dtype=np.float64)
-    step = max(1, _CHUNK_ELEMENTS // max(1, columns.size))
-    for start in range(0, query_rows.size, step):
-        r = query_rows[start : start + step]
-        c = query_cols[start : start + step].astype(np.float64) * sx
-        d2 = row_gap_sq[r] + (c[:, None] - col_pos[None, :]) ** 2
-        out[start : start + step] = np.sqrt(d2.min(axis=1))
+    # Windowed scan for queries with a finite bound.
+    finite = np.isfinite(bound)
+    half = np.zeros(query_rows.shape, dtype=np.int64)
+    half[finite] = np.floor(bound[finite] / sx + 1e-9).astype(np.int64)
+    bucket = np.where(half > 0, 2 ** np.ceil(np.log2(np.maximum(half, 1))).astype(np.int64), 0)
+    bucket = np.minimum(bucket, target.shape[1])
+    pad = int(bucket[finite].max()) if finite.any() else 0
+    padded = np.pad(gap_sq, ((0, 0), (pad, pad)), constant_values=np.inf)
+    for width in np.unique(bucket[finite]):
+        chosen = np.flatnonzero(finite & (bucket == width))
+        offsets = np.arange(-width, width + 1)
+        along = (sx * offsets.astype(np.float64)) ** 2
+        step = max(1, _CHUNK_ELEMENTS // offsets.size)
+        for begin in range(0, chosen.size, step):
+            idx = chosen[begin : begin + step]
+            cols = query_cols[idx][:, None] + offsets[None, :] + pad
+            d2 = padded[query_rows[idx][:, None], cols] + along[None, :]
+            out[idx] = np.sqrt(d2.min(axis=1))
+
+    # Full scan over the target's columns for the rest.
+    rest = np.flatnonzero(~finite)
+    if rest.size:
+        columns = np.flatnonzero(target.any(axis=0))
+        col_pos = columns.astype(np.float64) * sx
+        sub = gap_sq[:, columns]
+        step = max(1, _CHUNK_ELEMENTS // columns.size)
+        for begin in range(0, rest.size, step):
+            idx = rest[begin : begin + step]
+            c = query_cols[idx].astype(np.float64) * sx
+            d2 = sub[query_rows[idx]] + (c[:, None] - col_pos[None, :]) ** 2
+            out[idx] = np.sqrt(d2.min(axis=1))
     return out
 
 

@@ -88,6 +88,20 @@ def test_distances_match_brute_force_on_random_shapes(spacing):
         np.testing.assert_allclose(got[1], want[1], rtol=1e-6)
 
 
+def test_anisotropic_far_apart_shapes_match_brute_force():
+    """Queries with and without a target in their own row/column (windowed and full scans)."""
+    a = np.zeros((200, 300), bool)
+    b = np.zeros_like(a)
+    a[10:14, 10:15] = True
+    a[100, 200] = True
+    b[150:160, 250:280] = True
+    b[12, 40:43] = True  # shares rows with the first blob of a
+    got = E.surface_distances(a, b, (0.8, 1.3))
+    want = _brute_force(a, b, (0.8, 1.3))
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-12)
+
+
 def test_numpy_and_opencv_paths_agree_for_square_pixels():
     rng = np.random.default_rng(6)
     a = rng.random((64, 48)) > 0.7
