@@ -429,6 +429,8 @@ def _write_records(
     skipped: list[FileNote],
     pool=None,
 ) -> _State:
+    # Hand the work to the workers first: they convert images while TensorFlow loads.
+    results = _results(tasks, pool, progress)
     import_started = time.perf_counter()
     import tensorflow as tf
 
@@ -447,7 +449,7 @@ def _write_records(
     writer = None
     writer_key = None
     try:
-        for result in _results(tasks, pool, progress):
+        for result in results:
             task = tasks[result["position"]]
             if not result["ok"]:
                 if options.on_error == "stop":
@@ -534,24 +536,24 @@ def _stop_pool(pool) -> None:
 
 
 def _results(tasks: list[_Task], pool, progress: bool) -> Iterator[dict]:
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    """Results in task order; with a pool the tasks are submitted right away."""
+    if pool is None:
+        results: Iterable[dict] = (process_task(task) for task in tasks)
+    else:
+        chunksize = max(1, min(8, len(tasks) // (pool._processes * 8)))
+        results = pool.imap(process_task, tasks, chunksize=chunksize)
+    if not progress:
+        return iter(results)
+    return _with_progress(results, len(tasks))
 
-        bar = tqdm(total=len(tasks), unit="img", desc="converting", file=sys.stderr)
-    try:
-        if pool is None:
-            results: Iterable[dict] = (process_task(task) for task in tasks)
-        else:
-            chunksize = max(1, min(8, len(tasks) // (pool._processes * 8)))
-            results = pool.imap(process_task, tasks, chunksize=chunksize)
+
+def _with_progress(results: Iterable[dict], total: int) -> Iterator[dict]:
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="img", desc="converting", file=sys.stderr) as bar:
         for result in results:
             yield result
-            if bar is not None:
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
+            bar.update(1)
 
 
 def _finish(
