@@ -14,7 +14,8 @@ writes ``exports/lesions/<version>/`` -- the layout TF Serving watches -- with
   ``tflite/model_dynamic_range.tflite`` (dynamic-range quantized weights) for a
   **fixed** input size ``(1, H, W, C)`` (TFLite graphs have static shapes), plus
   ``tflite/report.json`` with the fraction of pixels whose mask agrees with the
-  Keras model.
+  Keras model. The TFLite models never contain the dense CRF (TFLite has no
+  kernel for the permutohedral lattice's sorted search).
 
 The version folder is first written under a hidden temporary name in the same
 parent and renamed into place, so TF Serving (which only loads numeric
@@ -382,6 +383,21 @@ def _run_tflite(model_bytes: bytes, images: Any) -> tuple[Any, Any]:
     return np.stack(masks), np.stack(probabilities)
 
 
+def _convert(fn: Any, module: Any, *, quantize: bool, select_tf_ops: bool) -> bytes | None:
+    """TFLite flatbuffer of concrete function ``fn``, or ``None`` if the converter refuses it."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn], module)
+    if quantize:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if select_tf_ops:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+    try:
+        return converter.convert()
+    except Exception:  # ConverterError and friends; the converter already logged the details
+        return None
+
+
 def _frozen_named_function(fn: Any) -> Any:
     """``fn`` with its variables folded into constants, keeping the output names.
 
@@ -411,15 +427,19 @@ def convert_tflite(
 ) -> dict[str, Any]:
     """Write float32 and dynamic-range TFLite models for ``(1, H, W, C)`` uint8 input.
 
-    The TFLite graph contains the same normalization, padding, model, (CRF) and
-    arg-max as the SavedModel, without the run-time input checks. Masks are
+    The TFLite graph contains the same normalization, padding, model and
+    arg-max as the SavedModel, without the run-time input checks and without
+    the dense CRF (TFLite has no kernel for its lattice's sorted search; refine
+    on the device with pydensecrf if needed). Masks are
     compared with the Keras model (run eagerly through the same serving code)
     on ``samples`` and the agreement is written to ``report.json``.
 
     Returns:
         The report dict: ``input_shape``, file names and sizes,
         ``mask_agreement_float32`` / ``mask_agreement_dynamic_range`` (fraction of pixels),
-        ``max_abs_prob_diff_float32`` / ``max_abs_prob_diff_dynamic_range``, ``samples``.
+        ``max_abs_prob_diff_float32`` / ``max_abs_prob_diff_dynamic_range``, ``samples``,
+        ``select_tf_ops`` (True when builtin ops did not suffice, e.g. with the DenseCRF,
+        and the model needs TFLite's Flex delegate).
     """
     import numpy as np
     import tensorflow as tf
@@ -439,7 +459,9 @@ def convert_tflite(
             samples = tf.image.resize(samples.astype(np.float32), (h, w), method="bilinear").numpy()
         samples = np.clip(np.round(samples), 0, 255).astype(np.uint8)
         sample_source = f"{len(samples)} given images"
-    fn = module.fixed_size_function(h, w, tf.uint8)
+    # The DenseCRF's permutohedral lattice uses searchsorted (LowerBound), which has neither
+    # a TFLite builtin nor a select-op kernel: a TFLite model never contains the CRF.
+    fn = module.fixed_size_function(h, w, tf.uint8, include_crf=False)
     frozen = _frozen_named_function(fn)
     os.makedirs(out_dir, exist_ok=True)
 
@@ -451,15 +473,19 @@ def convert_tflite(
         ref_probs.append(out["probabilities"].numpy()[0])
     ref_masks, ref_probs = np.stack(ref_masks), np.stack(ref_probs)
 
-    report: dict[str, Any] = {"input_shape": [1, h, w, c], "input_dtype": "uint8", "samples": sample_source}
+    report: dict[str, Any] = {"input_shape": [1, h, w, c], "input_dtype": "uint8", "samples": sample_source,
+                              "crf_included": False}
+    report["select_tf_ops"] = False
     for kind, filename in (("float32", TFLITE_FLOAT32), ("dynamic_range", TFLITE_DYNAMIC_RANGE)):
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], module)
-        if kind == "dynamic_range":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        try:
-            model_bytes = converter.convert()
-        except Exception as e:  # converter errors are long; keep the gist and the cause
-            raise ExportError(f"TFLite conversion ({kind}) failed: {str(e).splitlines()[0]}") from e
+        model_bytes = _convert(frozen, module, quantize=kind == "dynamic_range", select_tf_ops=report["select_tf_ops"])
+        if model_bytes is None and not report["select_tf_ops"]:
+            # e.g. the DenseCRF's lattice ops (bincount, searchsorted) have no TFLite builtin:
+            # fall back to TensorFlow "select" ops (the TFLite runtime then needs the Flex delegate)
+            report["select_tf_ops"] = True
+            model_bytes = _convert(frozen, module, quantize=kind == "dynamic_range", select_tf_ops=True)
+        if model_bytes is None:
+            raise ExportError(f"TFLite conversion ({kind}) failed, even with TensorFlow select ops; "
+                              "export without --tflite (the SavedModel is unaffected)")
         with open(os.path.join(out_dir, filename), "wb") as f:
             f.write(model_bytes)
         masks, probabilities = _run_tflite(model_bytes, samples)

@@ -246,7 +246,7 @@ class SegmentationServingModule(tf.Module):
         images = _guard(images, checks, shape)
         return tf.ensure_shape(images, [None, None, None, c])
 
-    def _predict_normalized(self, x: tf.Tensor, raw: tf.Tensor | None) -> dict[str, tf.Tensor]:
+    def _predict_normalized(self, x: tf.Tensor, raw: tf.Tensor | None, *, use_crf: bool = True) -> dict[str, tf.Tensor]:
         """Model (+CRF) on normalized float ``x`` ``(B,H,W,C)``; ``raw`` is the input image batch."""
         shape = tf.shape(x)
         height, width = shape[1], shape[2]
@@ -258,7 +258,7 @@ class SegmentationServingModule(tf.Module):
             out = out[:, :height, :width, :]
         if self._from_logits:
             out = tf.sigmoid(out) if out.shape[-1] == 1 else tf.nn.softmax(out, axis=-1)
-        if self.crf is not None:
+        if self.crf is not None and use_crf:
             out = tf.cast(self.crf([_crf_image(raw), out], training=False), tf.float32)
         if out.shape[-1] == 1:
             mask = tf.cast(out[..., 0] >= 0.5, tf.uint8)
@@ -358,15 +358,18 @@ class SegmentationServingModule(tf.Module):
         )
         self.metadata = tf.function(self._metadata, input_signature=[])
 
-    def fixed_size_function(self, height: int, width: int, dtype: tf.DType = tf.uint8) -> tf.types.experimental.ConcreteFunction:
+    def fixed_size_function(
+        self, height: int, width: int, dtype: tf.DType = tf.uint8, *, include_crf: bool = True
+    ) -> tf.types.experimental.ConcreteFunction:
         """A concrete function for one ``(1, height, width, C)`` image (what TFLite needs).
 
         No run-time assertions (TFLite has no ``Assert`` op); the shape is static.
+        ``include_crf=False`` leaves the CRF out (its lattice needs ops TFLite lacks).
         """
 
         def _fixed(images: tf.Tensor) -> dict[str, tf.Tensor]:
             x = tf.cast(self._normalize(images, self.normalization), tf.float32)
-            return self._predict_normalized(x, images)
+            return self._predict_normalized(x, images, use_crf=include_crf)
 
         spec = tf.TensorSpec([1, int(height), int(width), self._channels], dtype, name="images")
         return tf.function(_fixed).get_concrete_function(spec)

@@ -42,6 +42,7 @@ def test_report_and_files(tflite_export):
     assert report["mask_agreement_float32"] >= 0.99
     assert report["mask_agreement_dynamic_range"] >= 0.95
     assert report["max_abs_prob_diff_float32"] < 1e-3
+    assert report["select_tf_ops"] is False  # plain TFLite builtins, no Flex delegate needed
     for name in ("model_float32.tflite", "model_dynamic_range.tflite"):
         assert os.path.getsize(os.path.join(folder, name)) > 0
     # the model card in the SavedModel knows about the TFLite files and their agreement
