@@ -311,7 +311,9 @@ def _check_output(output_dir: str | os.PathLike, overwrite: bool, *, inputs: Seq
     for source in inputs:
         if out == source or os.path.commonpath([out, source]) == out:
             raise ConversionError(out, f"OUTPUT_DIR must not be (or contain) the input folder {source}")
-    if os.path.lexists(out):
+    if os.path.isdir(out) and not os.path.islink(out) and not os.listdir(out):
+        pass  # an empty folder made beforehand is simply used
+    elif os.path.lexists(out):
         if not overwrite:
             raise ConversionError(out, "output exists; pass --overwrite (overwrite=True) to replace it")
         if not os.path.isdir(out) or os.path.islink(out):

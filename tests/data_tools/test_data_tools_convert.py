@@ -121,6 +121,7 @@ def test_output_identical_for_any_worker_count(folder, tmp_path):
 
 def test_existing_output_needs_overwrite_and_non_datasets_are_never_deleted(folder, tmp_path):
     out = tmp_path / "records"
+    out.mkdir()  # an empty folder made beforehand needs no --overwrite
     data_tools.convert_labelme(folder, out)
     before = (out / "dataset.json").read_bytes()
     with pytest.raises(ConversionError, match="--overwrite"):
