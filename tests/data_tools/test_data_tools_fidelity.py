@@ -356,3 +356,21 @@ def test_labelme_7_style_shapes(tmp_path):
     m = sample.mask
     assert m[5, 4] == 1 and m[4, 15] == 2 and m[13, 24] == 1
     assert m[15:18, 1:5].tolist() == [[2] * 4] * 3 and m[14, 1] == 0
+
+
+def test_embedded_image_data_is_used_as_stored_without_exif(tmp_path):
+    """labelme applies EXIF orientation when it opens an image file, not to imageData."""
+    import io as _io
+
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (10, 20, 3), dtype=np.uint8))
+    exif = img.getexif()
+    exif[0x0112] = 6
+    buf = _io.BytesIO()
+    img.save(buf, format="JPEG", exif=exif)
+    doc = {"version": "5.2.1", "shapes": [{"label": "a", "points": [[1, 1], [15, 2], [5, 8]]}],
+           "imagePath": "x.jpg", "imageData": base64.b64encode(buf.getvalue()).decode(),
+           "imageHeight": 10, "imageWidth": 20}
+    (tmp_path / "x.json").write_text(json.dumps(doc))
+    sample = read_labelme_sample(tmp_path / "x.json")
+    assert sample.image.pixels.shape == (10, 20, 3) and sample.image.format == "jpeg"
+    assert sample.image.encoded == buf.getvalue() and sample.filename == "x.json"
