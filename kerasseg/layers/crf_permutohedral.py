@@ -20,7 +20,8 @@ by giving every point a ``group`` id that becomes part of the lattice key, so
 points of different images never share a vertex.
 
 Shapes: ``features`` is ``(P, d)`` float32 (already divided by the kernel
-standard deviations), ``group`` is ``(P,)`` int, values are ``(P, C)``.
+standard deviations), ``group`` is ``(P,)`` int, values are channel-major
+``(C, P)`` (C filtered signals).
 """
 
 from __future__ import annotations
@@ -257,47 +258,60 @@ def build_lattice(features: tf.Tensor, group: tf.Tensor | None = None, *, xla: b
     )
 
 
-def _splat(lattice: Lattice, values: tf.Tensor) -> tf.Tensor:
-    """``(P, C)`` values -> ``(M, C)`` lattice values (barycentric scatter-add)."""
-    channels = tf.shape(values)[1]
-    m = lattice.num_vertices
-    contrib = lattice.weight[:, :, None] * values[:, None, :]  # (P, d+1, C)
-    # bincount with weights is a fast unordered scatter-add on CPU (much faster
-    # than unsorted_segment_sum); it has no gradient, hence the custom one below.
-    slots = lattice.vertex[:, :, None] * channels + tf.range(channels)[None, None, :]
-    size = m * channels
-    summed = tf.math.bincount(
-        tf.reshape(slots, [-1]), weights=tf.reshape(contrib, [-1]), minlength=size, maxlength=size,
-        dtype=tf.float32,
+def _slots(index: tf.Tensor, channels, size) -> tf.Tensor:
+    """Flat slots of ``index`` ``(P, k)`` in a channel-major ``(C, size)`` table -> ``(C, P, k)``."""
+    if isinstance(channels, int) and channels == 1:
+        return index[None]
+    return index[None] + (tf.range(channels) * size)[:, None, None]
+
+
+def scatter_add(index: tf.Tensor, weight: tf.Tensor, values: tf.Tensor, size) -> tf.Tensor:
+    """``out[c, index[p, k]] += weight[p, k] * values[c, p]``: ``(C, P)`` -> ``(C, size)``.
+
+    bincount with weights is a fast unordered scatter-add on CPU (much faster
+    than unsorted_segment_sum) but has no gradient: callers wrap it in a
+    custom gradient.
+    """
+    channels = values.shape[0] if values.shape[0] is not None else tf.shape(values)[0]
+    contrib = weight[None] * values[:, :, None]  # (C, P, k)
+    total = size * channels
+    out = tf.math.bincount(
+        tf.reshape(_slots(index, channels, size), [-1]), weights=tf.reshape(contrib, [-1]),
+        minlength=total, maxlength=total, dtype=tf.float32,
     )
-    return tf.reshape(summed, [m, channels])
+    return tf.reshape(out, [channels, size])
+
+
+def gather_interpolate(table: tf.Tensor, index: tf.Tensor, weight: tf.Tensor) -> tf.Tensor:
+    """``out[c, p] = sum_k weight[p, k] * table[c, index[p, k]]``: ``(C, size)`` -> ``(C, P)``."""
+    channels = table.shape[0] if table.shape[0] is not None else tf.shape(table)[0]
+    size = tf.shape(table)[1]
+    # A 1-D gather of scalars is several times faster than gathering rows.
+    gathered = tf.gather(tf.reshape(table, [-1]), _slots(index, channels, size))  # (C, P, k)
+    return tf.reduce_sum(weight[None] * gathered, axis=2)
 
 
 def _blur(lattice: Lattice, grid: tf.Tensor, reverse: bool) -> tf.Tensor:
-    """[1/2, 1, 1/2] along every lattice axis; ``reverse`` runs the axes backwards."""
-    zero_row = tf.zeros([1, tf.shape(grid)[1]], grid.dtype)
+    """[1/2, 1, 1/2] along every lattice axis of ``(C, M)``; ``reverse`` runs the axes backwards."""
+    zero_col = tf.zeros([tf.shape(grid)[0], 1], grid.dtype)
     axes = range(lattice.dim, -1, -1) if reverse else range(lattice.dim + 1)
     for j in axes:
-        padded = tf.concat([grid, zero_row], axis=0)
+        padded = tf.concat([grid, zero_col], axis=1)
         grid = grid + 0.5 * (
-            tf.gather(padded, lattice.neighbours[j, 0]) + tf.gather(padded, lattice.neighbours[j, 1])
+            tf.gather(padded, lattice.neighbours[j, 0], axis=1) + tf.gather(padded, lattice.neighbours[j, 1], axis=1)
         )
     return grid
 
 
-def _slice(lattice: Lattice, grid: tf.Tensor) -> tf.Tensor:
-    """``(M, C)`` lattice values -> ``(P, C)`` (barycentric interpolation)."""
-    alpha = 1.0 / (1.0 + 2.0 ** (-lattice.dim))
-    gathered = tf.gather(grid, lattice.vertex)  # (P, d+1, C)
-    return alpha * tf.reduce_sum(lattice.weight[:, :, None] * gathered, axis=1)
-
-
 def _apply(lattice: Lattice, values: tf.Tensor, reverse: bool) -> tf.Tensor:
-    return _slice(lattice, _blur(lattice, _splat(lattice, values), reverse))
+    alpha = 1.0 / (1.0 + 2.0 ** (-lattice.dim))
+    grid = scatter_add(lattice.vertex, lattice.weight, values, lattice.num_vertices)
+    grid = _blur(lattice, grid, reverse)
+    return alpha * gather_interpolate(grid, lattice.vertex, lattice.weight)
 
 
 def lattice_filter(lattice: Lattice, values: tf.Tensor) -> tf.Tensor:
-    """Approximate Gaussian filtering of ``values`` ``(P, C)`` -> ``(P, C)``.
+    """Approximate Gaussian filtering of channel-major ``values`` ``(C, P)`` -> ``(C, P)``.
 
     Includes every point's own contribution (the kernel's diagonal), like the
     reference implementation.  Differentiable with respect to ``values``: the
