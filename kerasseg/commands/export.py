@@ -176,7 +176,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"exported {args.model} -> {path}")
     print(f"  classes: {', '.join(card['class_names'])}; channels: {card['channels']}; "
           f"size divisor: {card['size_divisor']}; normalization: {json.dumps(card['normalization'], sort_keys=True)}")
-    print(f"  signatures: {', '.join(card['signatures'])}" + ("; with DenseCRF" if card.get("crf") else ""))
+    from kerasseg.serving import SIGNATURE_NAMES
+
+    print(f"  signatures: {', '.join(SIGNATURE_NAMES)}" + ("; with DenseCRF" if card.get("crf") else ""))
     if "tflite" in card:
         t = card["tflite"]
         print(f"  tflite: input {t['input_shape']} uint8; mask agreement with Keras on {t['samples']}: "

@@ -32,8 +32,16 @@ def _main(*argv: str) -> int:
 def test_export_reads_model_info_and_numbers_versions(saved_model_file, tmp_path, capsys):
     out = tmp_path / "served"
     assert _main("--model", str(saved_model_file), "--out", str(out)) == 0
-    assert _main("--model", str(saved_model_file), "--out", str(out), "--class-names", "bg,cell,edge") == 0
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    for i, image in enumerate(make_blobs(2, 40, seed=31)[0]):
+        (samples / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
+    assert _main("--model", str(saved_model_file), "--out", str(out), "--class-names", "bg,cell,edge",
+                 "--tflite", "--tflite-size", "32", "32", "--tflite-samples", str(samples)) == 0
     printed = capsys.readouterr().out
+    assert "mask agreement with Keras on 2 given images" in printed
+    report = json.loads((out / "2" / "tflite" / "report.json").read_text())
+    assert report["input_shape"] == [1, 32, 32, 1] and report["mask_agreement_float32"] >= 0.99
     assert f"-> {out / '1'}" in printed and f"-> {out / '2'}" in printed
     assert sorted(os.listdir(out)) == ["1", "2"]
     loaded = tf.saved_model.load(str(out / "1"))

@@ -164,3 +164,20 @@ def test_bad_arguments_are_refused(trained_unet, tmp_path):
     with pytest.raises(ExportError, match="version"):
         export(trained_unet, str(tmp_path), class_names=CLASS_NAMES, normalization=NORMALIZATION, version=-1)
     assert not any(p.name.isdigit() for p in tmp_path.iterdir())
+
+
+def test_one_channel_sigmoid_model(tmp_path):
+    """K = 1 (sigmoid): probabilities (B,H,W,1), mask = p >= 0.5, two class names."""
+    from kerasseg import models
+    from kerasseg.export import ExportError, export
+
+    model = models.build("unet", input_shape=(None, None, 1), num_classes=1, base_filters=4, depth=2)
+    with pytest.raises(ExportError, match="background \\+ foreground"):
+        export(model, str(tmp_path), class_names=["lesion"], normalization=NORMALIZATION)
+    path = export(model, str(tmp_path), class_names=["background", "lesion"], normalization=NORMALIZATION)
+    images, _ = make_blobs(1, 20, seed=9)
+    out = tf.saved_model.load(path).signatures["serving_default"](images=tf.constant(images))
+    ref = keras_reference(model, images)
+    assert out["probabilities"].shape == (1, 20, 20, 1)
+    np.testing.assert_allclose(out["probabilities"].numpy(), ref, atol=1e-5)
+    np.testing.assert_array_equal(out["mask"].numpy(), (ref[..., 0] >= 0.5).astype(np.uint8))
