@@ -223,9 +223,9 @@ def read_mask(
         if class_map is not None and class_map.is_colour:
             rgb = palette[np.minimum(index, len(palette) - 1)] if len(palette) else np.zeros(index.shape + (3,))
             return _map_colours(rgb.astype(np.uint8), class_map, path)
-        if grey_palette and class_map is None:
+        if grey_palette:  # a grayscale image stored with a palette (e.g. GIF): use the grey levels
             grey = palette[:, 0][index] if len(palette) else index
-            return _grey_to_ids(grey.astype(np.int64), threshold, None, path)
+            return _grey_to_ids(grey.astype(np.int64), threshold, class_map, path)
         return _grey_to_ids(index.astype(np.int64), threshold, class_map, path, palette_index=True)
     if mode == "1":
         arr = np.asarray(img).astype(np.int64)

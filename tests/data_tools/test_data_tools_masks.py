@@ -91,6 +91,10 @@ def test_gif_mask_with_grey_palette(tmp_path):
     Image.fromarray((shape * 255).astype(np.uint8)).save(tmp_path / "manual.gif")
     assert Image.open(tmp_path / "manual.gif").mode in ("P", "L")
     assert np.array_equal(read_mask(str(tmp_path / "manual.gif")), shape.astype(np.uint8))
+    # a class map refers to the grey levels, not to the GIF's palette indices
+    (tmp_path / "map.txt").write_text("0 background\n255 vessel\n")
+    ids = read_mask(str(tmp_path / "manual.gif"), class_map=read_class_map(tmp_path / "map.txt"))
+    assert np.array_equal(ids, shape.astype(np.uint8))
 
 
 def test_threshold_and_intensity_like_masks(tmp_path):
