@@ -45,7 +45,9 @@ def build_deeplabv3plus(
     output_activation: Any = "auto",
     name: str = "deeplabv3plus",
 ) -> keras.Model:
-    """DeepLabv3+: dilated encoder + ASPP + a light decoder.
+    """DeepLabv3+ (Chen et al., "Encoder-Decoder with Atrous Separable Convolution", ECCV 2018).
+
+    A dilated encoder, atrous spatial pyramid pooling and a light decoder.
 
     Encoder: a ``keras.applications`` backbone (``"resnet50"``, ``"resnet101"``,
     ``"xception"``, ``"mobilenetv2"``) whose last stage(s) use atrous

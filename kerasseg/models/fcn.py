@@ -28,7 +28,9 @@ def build_fcn8s(
     output_activation: Any = "auto",
     name: str = "fcn8s",
 ) -> keras.Model:
-    """FCN-8s: VGG16 made fully convolutional, with pool4 and pool3 skip fusion.
+    """FCN-8s (Long, Shelhamer & Darrell, "Fully Convolutional Networks", CVPR 2015).
+
+    VGG16 made fully convolutional, with pool4 and pool3 skip fusion.
 
     VGG16's 13 convolutions and 5 max poolings; ``fc6`` as a 7x7 conv and
     ``fc7`` as a 1x1 conv (``fc_filters`` = 4096 each, ReLU + dropout);

@@ -32,7 +32,9 @@ def build_pspnet(
     output_activation: Any = "auto",
     name: str = "pspnet",
 ) -> keras.Model:
-    """PSPNet: dilated ResNet + pyramid pooling module.
+    """PSPNet (Zhao et al., "Pyramid Scene Parsing Network", CVPR 2017).
+
+    A dilated ResNet and the pyramid pooling module.
 
     Encoder: dilated ResNet50 at output stride 8 (paper; ``keras.applications``
     ResNet50 with its last two stages dilated, see

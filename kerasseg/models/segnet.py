@@ -26,7 +26,9 @@ def build_segnet(
     output_activation: Any = "auto",
     name: str = "segnet",
 ) -> keras.Model:
-    """SegNet: VGG16-BN encoder, decoder that unpools with the encoder's argmax indices.
+    """SegNet (Badrinarayanan, Kendall & Cipolla, TPAMI 2017).
+
+    A VGG16-BN encoder and a decoder that unpools with the encoder's argmax indices.
 
     Encoder: the 13 3x3 convolutions of VGG16 (conv -> BN -> ReLU), each block
     ending in 2x2 max pooling that records argmax indices

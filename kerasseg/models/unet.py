@@ -34,7 +34,14 @@ def _layers(ndim: int) -> dict[str, Any]:
         return dict(conv=keras.layers.Conv2D, convt=keras.layers.Conv2DTranspose,
                     pool=keras.layers.MaxPooling2D, up=keras.layers.UpSampling2D)
     return dict(conv=keras.layers.Conv3D, convt=keras.layers.Conv3DTranspose,
-                pool=keras.layers.MaxPooling3D, up=keras.layers.UpSampling3D)
+                pool=_max_pooling_3d, up=keras.layers.UpSampling3D)
+
+
+def _max_pooling_3d(pool_size: int, name: str) -> keras.layers.Layer:
+    # TensorFlow's CPU MaxPool3D has no float16 kernel: under a mixed_float16 policy the
+    # pooling runs in float32 (the next convolution casts back to float16).
+    dtype = "float32" if keras.config.dtype_policy().compute_dtype == "float16" else None
+    return keras.layers.MaxPooling3D(pool_size, name=name, dtype=dtype)
 
 
 def _conv_norm_relu(x: Any, filters: int, *, kernel: int, name: str, ndim: int, norm: str | None,
