@@ -324,9 +324,13 @@ def _check_output(output_dir: str | os.PathLike, overwrite: bool, *, inputs: Seq
             raise ConversionError(
                 out, "output exists and is not a converted dataset (no dataset.json); refusing to delete it"
             )
+    # Missing parent folders are created when the output is written (like mkdir -p),
+    # only after every source has been read successfully.
     parent = os.path.dirname(out)
-    if not os.path.isdir(parent):
-        raise ConversionError(out, f"parent folder {parent} does not exist")
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if parent and not os.path.isdir(parent):
+        raise ConversionError(out, f"{parent} is a file, so OUTPUT_DIR cannot be created under it")
     return out
 
 

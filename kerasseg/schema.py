@@ -104,7 +104,9 @@ def encode_example(
         KEY_MASK_FORMAT: _bytes(b"png"),
     }
     example = tf.train.Example(features=tf.train.Features(feature=feature))
-    return example.SerializeToString()
+    # deterministic=True: protobuf map order can differ between processes otherwise,
+    # and conversions must be byte-identical for any worker count.
+    return example.SerializeToString(deterministic=True)
 
 
 def feature_spec() -> dict:

@@ -326,3 +326,13 @@ def test_unknown_options_are_conversion_errors(folder, tmp_path):
             data_tools.convert_labelme(folder, tmp_path / "out", **kwargs)
     assert not (tmp_path / "out").exists()
     assert issubclass(ConversionError, AnnotationError)
+
+
+def test_missing_parent_folders_are_created_but_not_under_a_file(folder, tmp_path):
+    out = tmp_path / "data" / "nested" / "records"
+    data_tools.convert_labelme(folder, out)
+    assert (out / "dataset.json").is_file()
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ConversionError, match="is a file"):
+        data_tools.convert_labelme(folder, blocker / "records")
