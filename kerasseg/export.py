@@ -33,7 +33,6 @@ import uuid
 from typing import Any, Mapping, Sequence
 
 MODEL_CARD_FILENAME = "kerasseg_model.json"
-MODEL_INFO_FILENAME = "model_info.json"
 TFLITE_DIRNAME = "tflite"
 TFLITE_FLOAT32 = "model_float32.tflite"
 TFLITE_DYNAMIC_RANGE = "model_dynamic_range.tflite"
@@ -57,25 +56,6 @@ def next_version(path: str) -> int:
     """One more than the highest existing version under ``path`` (1 when there is none)."""
     versions = existing_versions(path)
     return versions[-1] + 1 if versions else 1
-
-
-def read_model_info(model_path: str) -> dict[str, Any]:
-    """Read ``model_info.json`` written beside a ``.keras`` file by training ({} if absent).
-
-    Keys used here: ``class_names``, ``normalization``, ``channels`` (others are kept).
-    """
-    folder = os.path.dirname(os.path.abspath(model_path))
-    path = os.path.join(folder, MODEL_INFO_FILENAME)
-    if not os.path.isfile(path):
-        return {}
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ExportError(f"{path}: cannot read model info ({e})") from e
-    if not isinstance(data, dict):
-        raise ExportError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
 
 
 def read_model_card(export_dir: str) -> dict[str, Any]:
@@ -103,28 +83,12 @@ def _model_channels_and_classes(model: Any) -> tuple[int, int]:
 
 def _resolve_size_divisor(model: Any, size_divisor: int | None) -> int:
     if size_divisor is not None:
-        if int(size_divisor) < 1:
+        if isinstance(size_divisor, bool) or int(size_divisor) < 1:
             raise ExportError(f"size_divisor must be >= 1, got {size_divisor}")
         return int(size_divisor)
-    try:
-        from kerasseg.models import size_divisor as model_size_divisor
-    except ImportError:
-        model_size_divisor = None
-    if model_size_divisor is not None:
-        return int(model_size_divisor(model))
-    return _infer_size_divisor(model)
+    from kerasseg.models import size_divisor as model_size_divisor
 
-
-def _infer_size_divisor(model: Any) -> int:
-    """Product of the strides/pool sizes of down-sampling layers (fallback only)."""
-    total = 1
-    for layer in getattr(model, "layers", []):
-        for attr in ("strides", "pool_size"):
-            value = getattr(layer, attr, None)
-            if isinstance(value, (tuple, list)) and value and isinstance(value[0], int) and value[0] > 1:
-                total *= int(value[0])
-                break
-    return total
+    return max(1, int(model_size_divisor(model)))
 
 
 def _build_crf(crf: Any) -> Any:
@@ -500,13 +464,11 @@ def convert_tflite(
 __all__ = [
     "ExportError",
     "MODEL_CARD_FILENAME",
-    "MODEL_INFO_FILENAME",
     "build_serving_module",
     "convert_tflite",
     "existing_versions",
     "export",
     "next_version",
     "read_model_card",
-    "read_model_info",
     "synthetic_samples",
 ]

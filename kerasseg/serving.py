@@ -164,8 +164,6 @@ class SegmentationServingModule(tf.Module):
         from_logits: the model returns logits; softmax (sigmoid for ``K = 1``)
             is applied in the graph so ``probabilities`` always are probabilities.
         info: JSON-serializable model card returned by the ``metadata`` signature.
-        normalize_fn: ``normalize(image, config) -> float32``; defaults to
-            :func:`kerasseg.data.preprocess.normalize`.
     """
 
     def __init__(
@@ -179,7 +177,6 @@ class SegmentationServingModule(tf.Module):
         crf: Any = None,
         from_logits: bool = False,
         info: Mapping[str, Any] | None = None,
-        normalize_fn: Callable | None = None,
         name: str = "kerasseg_serving",
     ) -> None:
         super().__init__(name=name)
@@ -196,7 +193,7 @@ class SegmentationServingModule(tf.Module):
         self._channels = int(channels)
         self._size_divisor = int(size_divisor)
         self._from_logits = bool(from_logits)
-        self._normalize = normalize_fn or _default_normalize()
+        self._normalize = _default_normalize()
         self._info_json = json.dumps(dict(info or {}), sort_keys=True, default=str)
         self._build_functions()
 
