@@ -118,3 +118,21 @@ def test_python_api_example_runs(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "scan_mask.png").is_file()
     assert (tmp_path / "served" / "lesions" / "1" / "saved_model.pb").is_file()
+
+
+def test_config_reference_lists_every_key():
+    import dataclasses
+
+    from kerasseg import config
+    from kerasseg.postprocess import CRFParams
+
+    keys = []
+    for field in dataclasses.fields(config.Config):
+        section = CRFParams if field.name == "crf" else field.type
+        section = getattr(config, section, None) if isinstance(section, str) else section
+        if dataclasses.is_dataclass(section):
+            keys += [f"{field.name}.{sub.name}" for sub in dataclasses.fields(section)]
+        else:
+            keys.append(field.name)
+    missing = [key for key in keys if f"| `{key}` |" not in README]
+    assert missing == []
