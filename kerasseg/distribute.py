@@ -39,6 +39,7 @@ __all__ = [
     "choose_strategy_name",
     "make_strategy",
     "global_batch_size",
+    "strategy_name",
     "num_workers",
     "write_dir",
     "cleanup_write_dir",
@@ -140,6 +141,16 @@ def make_strategy(name: str = "auto") -> Any:
     return tf.distribute.get_strategy()
 
 
+def strategy_name(strategy: Any) -> str:
+    """Public name of ``strategy``'s class (``MultiWorkerMirroredStrategy``, not
+    its implementation class ``CollectiveAllReduceStrategy``)."""
+    name = type(strategy).__name__
+    return {
+        "CollectiveAllReduceStrategy": "MultiWorkerMirroredStrategy",
+        "_DefaultDistributionStrategy": "default strategy",
+    }.get(name, name)
+
+
 def num_workers(strategy: Any) -> int:
     """Number of worker processes taking part in ``strategy`` (1 unless multi-worker)."""
     extended = getattr(strategy, "extended", None)
@@ -170,23 +181,29 @@ def cleanup_write_dir(path: str, real_path: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def shard_policy(num_files: int, workers: int) -> str:
-    """Auto-shard policy name for ``num_files`` TFRecord files over ``workers``.
+def shard_policy(num_files: int, workers: int, *, file_shardable: bool = False) -> str:
+    """Auto-shard policy name for a dataset read from ``num_files`` TFRecord files.
 
-    ``FILE`` when every worker gets at least one file (each reads only its
-    files), ``DATA`` otherwise (each reads everything and keeps its share of
-    elements); ``OFF`` on a single worker.
+    * ``OFF`` on a single worker (nothing to split);
+    * ``FILE`` when the pipeline reads files directly (``file_shardable``) and
+      every worker gets at least one file: each worker reads only its files;
+    * ``DATA`` otherwise: every worker reads all files and keeps every
+      ``workers``-th element. kerasseg's pipeline numbers elements
+      (``Dataset.enumerate``) to derive stateless per-element augmentation
+      seeds, which ``FILE`` sharding cannot see through ("unshardable source
+      dataset"), so training uses ``DATA``; it also keeps the per-worker
+      batches equal whatever the shard sizes.
     """
     if workers <= 1:
         return "OFF"
-    return "FILE" if num_files >= workers else "DATA"
+    return "FILE" if file_shardable and num_files >= workers else "DATA"
 
 
-def apply_sharding(dataset: Any, *, num_files: int, strategy: Any) -> Any:
-    """Set the auto-shard policy of ``dataset`` for ``strategy`` and return it."""
+def apply_sharding(dataset: Any, *, num_files: int, strategy: Any, file_shardable: bool = False) -> Any:
+    """Set the auto-shard policy of ``dataset`` for ``strategy`` (see :func:`shard_policy`)."""
     import tensorflow as tf
 
-    policy = shard_policy(num_files, num_workers(strategy))
+    policy = shard_policy(num_files, num_workers(strategy), file_shardable=file_shardable)
     if policy == "OFF":
         return dataset  # one worker: nothing to shard (and no log noise about it)
     options = tf.data.Options()

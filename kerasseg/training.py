@@ -488,7 +488,6 @@ def _load_datasets(config: Config, info: Any, *, global_batch: int, normalizatio
     from kerasseg.schema import split_files
 
     size = tuple(config.data.image_size)
-    workers = distribute.num_workers(strategy)
     common = dict(image_size=size, batch_size=global_batch, normalization=normalization,
                   cache=config.data.cache, class_weights=class_weights,
                   preprocess=config.data.preprocess or None)
@@ -504,13 +503,14 @@ def _load_datasets(config: Config, info: Any, *, global_batch: int, normalizatio
     )
     val = None
     if has_val:
-        # One worker: one exact pass. Several: repeat + fixed steps so every
-        # worker runs the same number of batches (no collective hang).
         val_geometry = "center_crop" if config.data.geometry == "random_crop" else config.data.geometry
+        # Keras keeps one validation iterator across epochs when validation_steps
+        # is set, so the batched split repeats: every epoch then validates on
+        # exactly one pass (ceil(n / batch) batches, the last one partial).
         val = load_dataset(
             config.data.path, config.data.val_split, geometry=val_geometry, augment=None,
-            shuffle=False, repeat=workers > 1, **common,
-        )
+            shuffle=False, repeat=False, **common,
+        ).repeat()
         val = distribute.apply_sharding(
             val, num_files=len(split_files(config.data.path, config.data.val_split)), strategy=strategy
         )
@@ -540,6 +540,35 @@ def _build_model(config: Config, info: Any) -> Any:
 
 def _loss_spec(config: Config) -> Any:
     return {"name": config.loss.name, **config.loss.options} if config.loss.options else config.loss.name
+
+
+def _prebuild_for_multi_worker(model: Any, dataset: Any, strategy: Any) -> None:
+    """Work around two Keras 3.15 bugs under ``MultiWorkerMirroredStrategy``.
+
+    First, ``Model.fit`` builds metrics/optimizer symbolically from the first batch,
+    which it first ``strategy.reduce``s; the collective strategy cannot reduce
+    the ``(x, y, sample_weight)`` tuple of per-replica values and fit fails
+    ("Attempt to convert a value (PerReplica...)"). The build only needs shapes
+    and dtypes, so build from the dataset's ``element_spec`` instead and skip
+    the per-fit symbolic build (everything is already built).
+    """
+    with strategy.scope():
+        model._symbolic_build(data_batch=dataset.element_spec)
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+    # Second bug (tensorflow/tensorflow#72388): each step's logs are reduced with
+    # strategy.reduce("MEAN", v, axis=0), which fails on scalar logs. Returning
+    # every scalar as shape (1,) makes that reduction the plain mean over the
+    # replicas' values, a scalar again.
+    import tensorflow as tf
+
+    def as_vector(value):
+        if isinstance(value, tf.Tensor) and value.shape.rank == 0:
+            return tf.reshape(value, [1])
+        return value
+
+    for name in ("train_step", "test_step"):
+        step = getattr(type(model), name).__get__(model)
+        setattr(model, name, lambda data, _step=step: tf.nest.map_structure(as_vector, _step(data)))
 
 
 def _log(message: str, chief: bool) -> None:
@@ -614,15 +643,14 @@ def fit(config: Config, *, strategy: Any = None) -> FitResult:
         steps = config.training.steps_per_epoch or max(1, n_train // global_batch)
         val_steps = config.training.validation_steps
         if has_val and val_steps is None:
-            # one exact pass (the last batch may be partial on one worker; with several
-            # workers the validation set repeats so every worker runs the same count)
+            # one exact pass per epoch over the (repeated, batched) validation split
             val_steps = max(1, math.ceil(info.splits[config.data.val_split] / global_batch))
 
         if chief:
             save_config(config, os.path.join(run_dir, CONFIG_FILENAME))
         _log(
             f"training {config.model.name} on {config.data.path} ({n_train} train images, "
-            f"{info.num_classes} classes) with {type(strategy).__name__}: {replicas} replica(s), "
+            f"{info.num_classes} classes) with {distribute.strategy_name(strategy)}: {replicas} replica(s), "
             f"global batch {global_batch}, {steps} steps/epoch, policy {policy or 'float32'}; "
             f"run folder {run_dir}",
             chief,
@@ -712,6 +740,8 @@ def fit(config: Config, *, strategy: Any = None) -> FitResult:
                     loss=loss_fn,
                     metrics=metrics.default_metrics(info.num_classes, list(info.class_names)),
                 )
+            if distribute.num_workers(strategy) > 1:
+                _prebuild_for_multi_worker(model, train_ds, strategy)
             callbacks = [LearningRateLogger()]
             if config.callbacks.backup:
                 own_backup = phase_dir if chief else os.path.join(out_dir, BACKUP_DIRNAME, f"phase{index + 1}")
