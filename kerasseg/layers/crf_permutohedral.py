@@ -291,7 +291,7 @@ def gather_interpolate(table: tf.Tensor, index: tf.Tensor, weight: tf.Tensor) ->
     return tf.reduce_sum(weight[None] * gathered, axis=2)
 
 
-def _blur(lattice: Lattice, grid: tf.Tensor, reverse: bool) -> tf.Tensor:
+def blur(lattice: Lattice, grid: tf.Tensor, reverse: bool = False) -> tf.Tensor:
     """[1/2, 1, 1/2] along every lattice axis of ``(C, M)``; ``reverse`` runs the axes backwards."""
     zero_col = tf.zeros([tf.shape(grid)[0], 1], grid.dtype)
     axes = range(lattice.dim, -1, -1) if reverse else range(lattice.dim + 1)
@@ -306,7 +306,7 @@ def _blur(lattice: Lattice, grid: tf.Tensor, reverse: bool) -> tf.Tensor:
 def _apply(lattice: Lattice, values: tf.Tensor, reverse: bool) -> tf.Tensor:
     alpha = 1.0 / (1.0 + 2.0 ** (-lattice.dim))
     grid = scatter_add(lattice.vertex, lattice.weight, values, lattice.num_vertices)
-    grid = _blur(lattice, grid, reverse)
+    grid = blur(lattice, grid, reverse)
     return alpha * gather_interpolate(grid, lattice.vertex, lattice.weight)
 
 
