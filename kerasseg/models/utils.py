@@ -50,9 +50,11 @@ def _walk(model: Any, input_strides: list[Fraction]) -> tuple[list[Fraction], Fr
         for node in layer._inbound_nodes:
             node_inputs = list(node.input_tensors)
             node_outputs = list(node.outputs)
-            if any(id(t) not in strides for t in node_inputs) and node_inputs:
+            if not node_inputs:
+                continue  # an InputLayer: its tensor's stride is set above
+            if any(id(t) not in strides for t in node_inputs):
                 continue  # a node from another graph (e.g. the stock model a backbone was cloned from)
-            s_in = [strides[id(t)] for t in node_inputs] or [Fraction(1)]
+            s_in = [strides[id(t)] for t in node_inputs]
             if isinstance(layer, keras.Model) and hasattr(layer, "_inbound_nodes") and hasattr(layer, "inputs") \
                     and getattr(layer, "_is_graph_network", True) and _is_functional(layer):
                 outs, inner = _walk(layer, s_in if len(s_in) == len(layer.inputs) else [max(s_in)] * len(layer.inputs))
@@ -141,6 +143,8 @@ def freeze_encoder(model: keras.Model, trainable: bool = False, keep_batchnorm_f
         )
     for layer in layers:
         layer.trainable = trainable
+        for sub in _all_sublayers(layer):
+            sub.trainable = trainable
         if trainable and keep_batchnorm_frozen:
             for sub in _all_sublayers(layer):
                 if isinstance(sub, keras.layers.BatchNormalization):
