@@ -132,7 +132,7 @@ class _StepClock:
 
 def _train_rate(model, ds, steps: int) -> float:
     clock = _StepClock()
-    model.fit(ds, steps_per_epoch=steps + 1, epochs=1, verbose=0, callbacks=[clock.callback])
+    model.fit(ds, steps_per_epoch=steps + 1, epochs=1, verbose=0, shuffle=False, callbacks=[clock.callback])
     return clock.images_per_s()
 
 
@@ -180,8 +180,8 @@ def run(quick: bool = False) -> dict[str, float]:
                   .prefetch(tf.data.AUTOTUNE))
 
         model = _build_unet(size, base_filters)
-        model.fit(memory, steps_per_epoch=2, epochs=1, verbose=0)  # trace + warm up
-        model.fit(records, steps_per_epoch=2, epochs=1, verbose=0)
+        model.fit(memory, steps_per_epoch=2, epochs=1, verbose=0, shuffle=False)  # trace + warm up
+        model.fit(records, steps_per_epoch=2, epochs=1, verbose=0, shuffle=False)
         mem_rates, rec_rates = [], []
         for _ in range(rounds):
             mem_rates.append(_train_rate(model, memory, steps))
