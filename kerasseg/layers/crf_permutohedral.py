@@ -108,12 +108,11 @@ def _index_hashed(packed: tf.Tensor, deltas: tf.Tensor, d1: int):
     return vertex, tf.reshape(nb, [d1, 2, -1]), num_vertices
 
 
-def _simplex(features: tf.Tensor, group: tf.Tensor):
+def _corners(features: tf.Tensor):
     """Enclosing simplex of every point, element-wise work only.
 
-    Returns barycentric weights ``(P, d+1)`` float32, the packed int64 keys
-    ``(P*(d+1),)`` of the simplex corners, the key-space size ``span``
-    (float64 scalar) and the packed offsets ``(d+1,)`` of the blur neighbours.
+    Returns barycentric weights ``(P, d+1)`` float32 and the lattice keys
+    ``(P, d+1, d)`` int32 of the simplex corners.
     """
     d = features.shape[-1]
     d1 = d + 1
@@ -130,13 +129,14 @@ def _simplex(features: tf.Tensor, group: tf.Tensor):
 
     # Rank of each coordinate of the residual (ties broken like the reference).
     diff = elevated - rem0_f
-    di = diff[:, :, None]
-    dj = diff[:, None, :]
-    idx = tf.range(d1)
-    upper = idx[None, :] > idx[:, None]  # j > i
-    greater_than_me = tf.where(upper[None], di < dj, dj >= di)
-    not_self = tf.logical_not(tf.eye(d1, dtype=tf.bool))[None]
-    rank = tf.reduce_sum(tf.cast(greater_than_me & not_self, tf.int32), axis=2)
+    cols = [diff[:, i] for i in range(d1)]
+    ranks = [tf.zeros_like(rem0[:, 0]) for _ in range(d1)]
+    for i in range(d1):
+        for j in range(i + 1, d1):
+            i_smaller = tf.cast(cols[i] < cols[j], tf.int32)
+            ranks[i] = ranks[i] + i_smaller
+            ranks[j] = ranks[j] + (1 - i_smaller)
+    rank = tf.stack(ranks, axis=1)  # (P, d+1), a permutation of 0..d per point
 
     # Fix points whose coordinates do not sum to zero.
     too_many = total > 0
@@ -152,7 +152,10 @@ def _simplex(features: tf.Tensor, group: tf.Tensor):
 
     # Barycentric coordinates.
     resid = (elevated - tf.cast(rem0, tf.float32)) * down  # (P, d+1)
-    by_rank = tf.einsum("pi,pir->pr", resid, tf.one_hot(rank, d1, dtype=tf.float32))
+    # (a masked sum rather than an einsum: XLA on CPU turns the einsum into
+    # P tiny matrix products, the masked sum fuses with everything else)
+    is_rank = tf.equal(rank[:, :, None], tf.range(d1)[None, None, :])  # (P, i, r)
+    by_rank = tf.reduce_sum(tf.where(is_rank, resid[:, :, None], 0.0), axis=1)
     # by_rank[:, r] is the residual of the coordinate with rank r.
     weights = [by_rank[:, d] + (1.0 - by_rank[:, 0])]
     for k in range(1, d1):
@@ -166,6 +169,17 @@ def _simplex(features: tf.Tensor, group: tf.Tensor):
     r = rank[:, None, :d]  # (P, 1, d)
     canonical = tf.where(r <= d - ks, ks, ks - d1)
     keys = rem0[:, None, :d] + canonical  # (P, d+1, d) int32
+    return weight, keys
+
+
+def _pack(keys: tf.Tensor, group: tf.Tensor):
+    """Packed int64 keys ``(P*(d+1),)``, key-space size and neighbour offsets.
+
+    A separate XLA computation from :func:`_corners`: fused together, XLA
+    recomputes the element-wise producers inside each reduction.
+    """
+    d = keys.shape[-1]
+    d1 = d + 1
 
     # Pack keys (plus the group id) into one int64 with a mixed radix that
     # leaves room for the +-(d+1) neighbour offsets without carries.
@@ -191,15 +205,23 @@ def _simplex(features: tf.Tensor, group: tf.Tensor):
         [all_minus + (d1 * stride_vec[j] if j < d else tf.constant(0, tf.int64)) for j in range(d1)]
     )  # (d+1,)
 
-    return weight, packed, span, deltas
+    return packed, span, deltas
 
 
-_SIMPLEX_FNS: dict = {}
+_XLA_FNS: dict = {}
+
+
+def _simplex(features: tf.Tensor, group: tf.Tensor):
+    """Barycentric weights ``(P, d+1)``, packed int64 corner keys
+    ``(P*(d+1),)``, the key-space size ``span`` (float64) and the packed
+    offsets ``(d+1,)`` of the blur neighbours."""
+    weight, keys = _corners(features)
+    return (weight,) + tuple(_pack(keys, group))
 
 
 def _simplex_fn(d: int, xla: bool):
-    """``_simplex``, compiled with XLA when ``xla`` (one fused kernel instead of
-    ~60 small ops; 2-4x faster on CPU).
+    """``_simplex``, its two parts compiled with XLA when ``xla`` (fused
+    kernels instead of ~60 small ops; 2-4x faster on CPU).
 
     Only this element-wise part is compiled: its output shapes follow from the
     input's, so XLA handles any number of points (it compiles once per new
@@ -207,9 +229,15 @@ def _simplex_fn(d: int, xla: bool):
     """
     if not xla:
         return _simplex
-    if d not in _SIMPLEX_FNS:
-        _SIMPLEX_FNS[d] = tf.function(_simplex, jit_compile=True, autograph=False)
-    return _SIMPLEX_FNS[d]
+    if not _XLA_FNS:
+        _XLA_FNS["corners"] = tf.function(_corners, jit_compile=True, autograph=False)
+        _XLA_FNS["pack"] = tf.function(_pack, jit_compile=True, autograph=False)
+
+    def simplex(features, group):
+        weight, keys = _XLA_FNS["corners"](features)
+        return (weight,) + tuple(_XLA_FNS["pack"](keys, group))
+
+    return simplex
 
 
 def build_lattice(features: tf.Tensor, group: tf.Tensor | None = None, *, xla: bool = True) -> Lattice:
