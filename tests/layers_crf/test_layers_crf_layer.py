@@ -237,3 +237,14 @@ def test_saved_model_with_dynamic_shapes_reloads_and_agrees(tmp_path, crops, crf
     assert out_b.shape == (2, 40, 50, 3)
     np.testing.assert_allclose(out_b, layer([small_i, small_p]).numpy(), atol=1e-4)
     np.testing.assert_allclose(out_b[1], crf_reference(ia[:40, :50], pa[:40, :50]), atol=1e-3)
+
+
+def test_hashed_lattice_index_equals_dense_table(crops, monkeypatch):
+    """Feature ranges too wide for the dense occupancy table use tf.unique hashing instead."""
+    from kerasseg.layers import crf_permutohedral
+
+    (image, probs), _ = crops
+    dense = DenseCRF(xla_lattice=False)([image[None], probs[None]]).numpy()
+    monkeypatch.setattr(crf_permutohedral, "DENSE_TABLE_LIMIT", 0)
+    hashed = DenseCRF(xla_lattice=False)([image[None], probs[None]]).numpy()
+    np.testing.assert_allclose(hashed, dense, atol=1e-4)
