@@ -390,22 +390,21 @@ def refine(
     u = tf.reshape(tf.transpose(unary, [3, 0, 1, 2]), [num_classes, -1])
     q = _softmax0(-u)
     gauss_total = tf.tile(gauss.total, [1, batch])  # (1, B*HW)
-    if not use_grid:
-        fused = _FusedPairwise(gauss, bilateral, batch=batch, hw=hw, w_g=gaussian_compat, w_b=bilateral_compat)
-        total = gaussian_compat * gauss_total + bilateral_compat * bilateral.total
-        for _ in range(iterations):
-            msg = fused(q[:-1])  # the last class's message follows from sum(Q) = 1
-            msg = tf.concat([msg, total - tf.reduce_sum(msg, axis=0, keepdims=True)], axis=0)
-            q = _softmax0(-u + msg)
-        iterations = 0
+    total = gaussian_compat * gauss_total + bilateral_compat * bilateral.total  # message of sum(Q) = 1
+    if use_grid:
+
+        def messages(head: tf.Tensor) -> tf.Tensor:
+            # One smoothness-lattice pass serves all images: (K-1, B*HW) -> (B*(K-1), HW).
+            msg_g = tf.reshape(gauss(tf.reshape(head, [-1, hw])), tf.shape(head))
+            return gaussian_compat * msg_g + bilateral_compat * bilateral(head)
+
+    else:
+        messages = _FusedPairwise(gauss, bilateral, batch=batch, hw=hw, w_g=gaussian_compat, w_b=bilateral_compat)
+
     for _ in range(iterations):
-        head = q[:-1]  # (K-1, B*HW); the last class follows from sum(Q) = 1
-        # One smoothness-lattice pass serves all images: (K-1, B*HW) -> (B*(K-1), HW).
-        msg_g = tf.reshape(gauss(tf.reshape(head, [-1, hw])), tf.shape(head))
-        msg_b = bilateral(head)
-        msg_g = tf.concat([msg_g, gauss_total - tf.reduce_sum(msg_g, axis=0, keepdims=True)], axis=0)
-        msg_b = tf.concat([msg_b, bilateral.total - tf.reduce_sum(msg_b, axis=0, keepdims=True)], axis=0)
-        q = _softmax0(-u + gaussian_compat * msg_g + bilateral_compat * msg_b)
+        msg = messages(q[:-1])  # (K-1, B*HW): the last class's message follows from sum(Q) = 1
+        msg = tf.concat([msg, total - tf.reduce_sum(msg, axis=0, keepdims=True)], axis=0)
+        q = _softmax0(-u + msg)
 
     q = tf.transpose(tf.reshape(q, [num_classes, batch, height, width]), [1, 2, 3, 0])
     if out_classes == 1:
