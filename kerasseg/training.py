@@ -640,6 +640,12 @@ def fit(config: Config, *, strategy: Any = None) -> FitResult:
         replicas = int(strategy.num_replicas_in_sync)
         global_batch = distribute.global_batch_size(config.training.batch_size, strategy)
         n_train = int(info.splits[config.data.train_split])
+        if n_train < global_batch:
+            raise TrainingError(
+                f"{config.data.path}: split {config.data.train_split!r} has {n_train} images, fewer than "
+                f"one global batch ({config.training.batch_size} per replica x {replicas} replica(s) = "
+                f"{global_batch}); lower training.batch_size"
+            )
         steps = config.training.steps_per_epoch or max(1, n_train // global_batch)
         val_steps = config.training.validation_steps
         if has_val and val_steps is None:

@@ -275,3 +275,5 @@ def test_bad_inputs_give_clear_errors_and_exit_2(trained, dataset, tmp_path, cap
     assert "unett" in _error(capsys)
     assert cli_main(["train", str(good), "--set", "data.path=" + str(tmp_path / "nowhere")]) == 2
     assert "no dataset.json" in _error(capsys)
+    assert cli_main(["train", str(good), "--set", "training.batch_size=64"]) == 2
+    assert "fewer than one global batch" in _error(capsys)
