@@ -40,7 +40,7 @@ import json
 import math
 import os
 import sys
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from kerasseg import distribute
 from kerasseg.config import Config, save_config
@@ -571,16 +571,31 @@ def _prebuild_for_multi_worker(model: Any, dataset: Any, strategy: Any) -> None:
         setattr(model, name, lambda data, _step=step: tf.nest.map_structure(as_vector, _step(data)))
 
 
+def _as_config(config: Any, overrides: Sequence[str]) -> Config:
+    from kerasseg.config import apply_overrides, from_dict, load_config, to_dict
+
+    if isinstance(config, (str, os.PathLike)):
+        return load_config(config, overrides)
+    if isinstance(config, Config):
+        return from_dict(apply_overrides(to_dict(config), overrides)) if overrides else config.validate()
+    if isinstance(config, Mapping):
+        return from_dict(apply_overrides(config, overrides))
+    raise TypeError(f"config must be a Config, a dict or a YAML path, got {type(config).__name__}")
+
+
 def _log(message: str, chief: bool) -> None:
     if chief:
         print(message, file=sys.stderr, flush=True)
 
 
-def fit(config: Config, *, strategy: Any = None) -> FitResult:
+def fit(config: Config | Mapping[str, Any] | str | os.PathLike, *, overrides: Sequence[str] = (),
+        strategy: Any = None) -> FitResult:
     """Train the model described by ``config``; see the module docstring.
 
     Args:
-        config: a validated :class:`kerasseg.config.Config`.
+        config: a :class:`kerasseg.config.Config`, a nested dict of sections, or
+            the path of a YAML config file.
+        overrides: ``key.sub=value`` strings applied on top (as ``--set`` does).
         strategy: a ``tf.distribute.Strategy`` to use instead of creating one
             from ``config.training.strategy`` (a multi-worker strategy must be
             created before any other TensorFlow op, so launchers create it early).
@@ -599,7 +614,7 @@ def fit(config: Config, *, strategy: Any = None) -> FitResult:
     from kerasseg.postprocess import CRFParams
     from kerasseg.schema import read_dataset_info
 
-    config.validate()
+    config = _as_config(config, overrides)
     if not config.data.path:
         raise TrainingError("data.path is empty: point it at a converted dataset folder")
     strategy = strategy or distribute.make_strategy(config.training.strategy)

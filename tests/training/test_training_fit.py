@@ -163,11 +163,10 @@ def test_two_phase_fine_tuning_freezes_then_unfreezes_the_encoder(dataset, tmp_p
 def test_mixed_bfloat16_on_cpu_trains_and_restores_the_policy(dataset, tmp_path):
     import keras
 
-    config = from_dict(helpers.tiny_config(
-        dataset, tmp_path / "bf16", training={"epochs": 1, "steps_per_epoch": 2, "mixed_precision": True},
-    ))
+    # fit also takes a plain dict (or a YAML path) and --set style overrides
+    config = helpers.tiny_config(dataset, tmp_path / "bf16", training={"epochs": 1, "steps_per_epoch": 2})
     assert training.mixed_precision_policy(True) == "mixed_bfloat16"  # no GPU here
-    result = training.fit(config)
+    result = training.fit(config, overrides=["training.mixed_precision=true"])
     assert keras.mixed_precision.global_policy().name == "float32"
     assert result.model.layers[1].dtype_policy.name == "mixed_bfloat16"
     assert np.isfinite(result.history["loss"][0])
