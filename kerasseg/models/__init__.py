@@ -30,7 +30,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from kerasseg.models._common import ModelConfigError
+from kerasseg.models.errors import ModelConfigError
 from kerasseg.models.registry import available, build, get_builder, paper
 
 _LAZY = {

@@ -6,12 +6,14 @@ from typing import Any, Sequence
 
 import keras
 
+from kerasseg.models.errors import ModelConfigError
+
+__all__ = ["ModelConfigError"]
+
 ENCODER_PREFIX = "encoder_"
 ENCODER_NAME = "encoder"
 
 
-class ModelConfigError(ValueError):
-    """A model cannot be built with the arguments given (raised at build time)."""
 
 
 def check_num_classes(num_classes: Any) -> int:

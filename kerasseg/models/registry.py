@@ -6,7 +6,7 @@ import difflib
 import importlib
 from typing import Any, Callable, Sequence
 
-from kerasseg.models._common import ModelConfigError
+from kerasseg.models.errors import ModelConfigError
 
 # name -> (module, builder function, paper)
 _REGISTRY: dict[str, tuple[str, str, str]] = {

@@ -276,3 +276,17 @@ def test_size_divisor_counts_strides_through_nested_models_and_upsampling():
     pooled, idx = MaxPoolingWithArgmax2D(2)(inp)
     out = MaxUnpooling2D(2)([pooled, idx])
     assert km.size_divisor(keras.Model(inp, out)) == 2
+
+
+def test_importing_the_zoo_and_listing_models_does_not_import_tensorflow():
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    code = ("import sys, kerasseg.models as km, kerasseg.layers\n"
+            "assert km.available()\n"
+            "print([m for m in ('tensorflow', 'keras') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
