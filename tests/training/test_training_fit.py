@@ -276,3 +276,19 @@ def test_bad_inputs_give_clear_errors_and_exit_2(trained, dataset, tmp_path, cap
     assert "no dataset.json" in _error(capsys)
     assert cli_main(["train", str(good), "--set", "training.batch_size=64"]) == 2
     assert "fewer than one global batch" in _error(capsys)
+
+
+def test_predict_on_real_isbi_slices_8_and_16_bit(trained, isbi_membrane, tmp_path, capsys):
+    """Real files: a 512x512 8-bit EM slice and a 256x256 16-bit PNG from the ISBI folder."""
+    _, result = trained
+    test_dir = isbi_membrane / "data" / "membrane" / "test"
+    inputs = [test_dir / "0.png", test_dir / "0_predict.png"]
+    out = tmp_path / "isbi"
+    assert cli_main(["predict", "--model", result.best_model_path, *map(str, inputs), "--out", str(out),
+                     "--tile", "128", "--overlay"]) == 0
+    printed = capsys.readouterr().out
+    for name, size in (("0", 512), ("0_predict", 256)):
+        mask = cv2.imread(str(out / f"{name}_mask.png"), cv2.IMREAD_UNCHANGED)
+        assert f"generating: {out / f'{name}_mask.png'}" in printed
+        assert mask.shape == (size, size) and mask.dtype == np.uint8 and mask.max() <= 1
+        assert cv2.imread(str(out / f"{name}_overlay.png")).shape == (size, size, 3)
