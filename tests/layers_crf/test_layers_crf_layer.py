@@ -248,3 +248,22 @@ def test_hashed_lattice_index_equals_dense_table(crops, monkeypatch):
     monkeypatch.setattr(crf_permutohedral, "DENSE_TABLE_LIMIT", 0)
     hashed = DenseCRF(xla_lattice=False)([image[None], probs[None]]).numpy()
     np.testing.assert_allclose(hashed, dense, atol=1e-4)
+
+
+def test_trains_end_to_end_with_model_fit(crops):
+    """CRF-as-RNN style: a network's logits go through the CRF and model.fit updates the network."""
+    (image, probs), (image_b, probs_b) = crops
+    keras.utils.set_random_seed(0)
+    img_in = keras.Input((None, None, 3), dtype="uint8")
+    scaled = keras.layers.Rescaling(1.0 / 255.0)(img_in)
+    logits = keras.layers.Conv2D(3, 3, padding="same")(scaled)
+    refined = DenseCRF(iterations=2, from_logits=True)([img_in, logits])
+    model = keras.Model(img_in, refined)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    x = np.stack([image, image_b])
+    y = np.stack([np.argmax(probs, -1), np.argmax(probs_b, -1)])
+    before = [w.copy() for w in model.get_weights()]
+    history = model.fit(x, y, batch_size=2, epochs=3, verbose=0)
+    assert all(np.isfinite(history.history["loss"]))
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert any(np.abs(a - b).max() > 0 for a, b in zip(before, model.get_weights()))
