@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import pathlib
+import sys
 
 import pytest
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHARED_DATA = pathlib.Path(
-    os.environ.get("KERASSEG_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")
-)
+# Make tests/kerasseg_testing.py importable from every test folder.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+from kerasseg_testing import REPO_ROOT, SHARED_DATA  # noqa: E402,F401
 
 # Keep TensorFlow quiet and deterministic-ish in tests; set before any TF import.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
+from kerasseg_testing import REPO_ROOT
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT
+from kerasseg_testing import REPO_ROOT
 
 DOCKERFILES = ["docker/Dockerfile", "docker/Dockerfile.gpu"]
 

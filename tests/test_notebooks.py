@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from conftest import REPO_ROOT
+from kerasseg_testing import REPO_ROOT
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
 

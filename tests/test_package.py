@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from conftest import REPO_ROOT
+from kerasseg_testing import REPO_ROOT
 
 
 def _run_python(code: str) -> subprocess.CompletedProcess:

@@ -14,7 +14,7 @@ import textwrap
 
 import pytest
 
-from conftest import REPO_ROOT
+from kerasseg_testing import REPO_ROOT
 
 README = (REPO_ROOT / "README.md").read_text()
 

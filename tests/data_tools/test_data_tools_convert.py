@@ -99,7 +99,7 @@ def test_output_identical_for_any_worker_count(folder, tmp_path):
     import subprocess
     import sys
 
-    from conftest import REPO_ROOT
+    from kerasseg_testing import REPO_ROOT
 
     data_tools.convert_labelme(folder, tmp_path / "w1", workers=1, shards=2)
     env = dict(os.environ, PYTHONHASHSEED="12345", PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2")

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import CLASS_NAMES, NORMALIZATION, keras_reference, make_blobs
+from export_helpers import CLASS_NAMES, NORMALIZATION, keras_reference, make_blobs
 
 import tensorflow as tf
 

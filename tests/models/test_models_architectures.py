@@ -282,7 +282,7 @@ def test_importing_the_zoo_and_listing_models_does_not_import_tensorflow():
     import subprocess
     import sys
 
-    from conftest import REPO_ROOT
+    from kerasseg_testing import REPO_ROOT
 
     code = ("import sys, kerasseg.models as km, kerasseg.layers\n"
             "assert km.available()\n"

@@ -19,7 +19,7 @@ keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
 import kerasseg.models as km  # noqa: E402
-from conftest import REPO_ROOT  # noqa: E402
+from kerasseg_testing import REPO_ROOT  # noqa: E402
 
 # Small configurations: paper architectures, shrunk widths.
 SMALL = {
