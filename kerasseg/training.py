@@ -510,11 +510,32 @@ def _load_datasets(config: Config, info: Any, *, global_batch: int, normalizatio
         val = load_dataset(
             config.data.path, config.data.val_split, geometry=val_geometry, augment=None,
             shuffle=False, repeat=False, **common,
-        ).repeat()
+        )
+        if getattr(strategy, "num_replicas_in_sync", 1) > 1:
+            val = _pad_to_full_batches(val, int(info.splits.get(config.data.val_split, 0)), global_batch)
+        val = val.repeat()
         val = distribute.apply_sharding(
             val, num_files=len(split_files(config.data.path, config.data.val_split)), strategy=strategy
         )
     return train, val
+
+
+def _pad_to_full_batches(dataset: Any, num_examples: int, global_batch: int) -> Any:
+    """Complete the last validation batch with zero-weight copies of the first example.
+
+    Keras 3.15 under ``MirroredStrategy`` fails (``AddN`` shape mismatch) on a
+    batch that does not split evenly between replicas. Padding examples carry
+    sample weight 0, so the metrics (which skip weight-0 pixels) are unchanged;
+    only the batch-averaged ``val_loss`` is diluted by the padding share.
+    """
+    import tensorflow as tf
+
+    missing = (-num_examples) % global_batch
+    if missing == 0:
+        return dataset
+    examples = dataset.unbatch()
+    filler = examples.take(1).map(lambda image, mask, weight: (image, mask, tf.zeros_like(weight)))
+    return examples.concatenate(filler.repeat(missing)).batch(global_batch, drop_remainder=True)
 
 
 def _build_model(config: Config, info: Any) -> Any:

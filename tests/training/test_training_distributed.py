@@ -47,7 +47,8 @@ for name, per_replica in (("default", 4), ("mirrored", 2)):
     ))
     result = training.fit(config)
     out[name] = {"replicas": result.num_replicas, "global_batch": result.global_batch_size,
-                 "loss": result.history["loss"], "val_loss": result.history["val_loss"]}
+                 "loss": result.history["loss"], "val_loss": result.history["val_loss"],
+                 "val_mean_dice": result.history["val_mean_dice"]}
 print("RESULT " + json.dumps(out))
 """
 
@@ -65,6 +66,47 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(dataset, tmp_path):
     assert one["loss"][1] < one["loss"][0]  # it trains
     for key in ("loss", "val_loss"):
         assert two[key] == pytest.approx(one[key], rel=2e-3), key
+
+
+def test_mirrored_validation_split_that_does_not_divide_between_replicas(tmp_path):
+    """5 validation images, global batch 4: Keras 3.15 fails on the uneven last batch
+    unless it is padded with zero-weight examples, which must not change the metrics."""
+    uneven = helpers.write_dataset(tmp_path / "data", splits={"train": 8, "val": 5})
+    proc = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT, str(uneven), str(tmp_path), os.path.dirname(__file__)],
+        env=helpers.subprocess_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    one, two = result["default"], result["mirrored"]
+    assert two["replicas"] == 2
+    # per-replica BatchNorm statistics differ (batch 2 vs 4), so the models differ slightly
+    assert two["val_mean_dice"] == pytest.approx(one["val_mean_dice"], rel=0.05)
+
+
+def test_zero_weight_padding_leaves_validation_metrics_unchanged(dataset):
+    import numpy as np
+
+    from kerasseg import metrics, training
+    from kerasseg.data import load_dataset
+
+    plain = load_dataset(str(dataset), "val", image_size=(32, 32), batch_size=3)
+    padded = training._pad_to_full_batches(plain, 4, 3)
+    batches = list(padded.as_numpy_iterator())
+    assert [b[0].shape[0] for b in batches] == [3, 3]
+    assert not batches[-1][2][1:].any()  # the two padding examples weigh nothing
+    rng = np.random.default_rng(0)
+    scores = []
+    for ds in (plain, padded):
+        metric = metrics.MeanDice(num_classes=2)
+        rng = np.random.default_rng(0)
+        for images, masks, weights in ds.as_numpy_iterator():
+            predictions = rng.random(masks.shape + (2,)).astype("float32")
+            if ds is padded and images.shape[0] == 3 and not weights[1:].any():
+                predictions[1:] = 0.5  # whatever the model says on padding must not count
+            metric.update_state(masks, predictions, sample_weight=weights)
+        scores.append(float(metric.result()))
+    assert scores[0] == pytest.approx(scores[1], abs=1e-6)
 
 
 def test_multi_worker_two_processes_train_one_epoch(dataset, tmp_path):
