@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="toy sizes, a few minutes in all")
     parser.add_argument("--only", nargs="*", choices=available(), help="run only these benchmarks")
     parser.add_argument("--out", type=pathlib.Path, default=HERE, help="where RESULTS.md/results.json go")
+    parser.add_argument("--isbi-folds", type=int, nargs="*", default=None,
+                        help="ISBI folds to run (default: all 5; quick: fold 0)")
+    parser.add_argument("--isbi-minutes", type=float, default=4.0, help="CPU minutes of training per ISBI fold")
     args = parser.parse_args(argv)
 
     results: dict[str, float] = {}
@@ -96,7 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== bench_{name} ({'quick' if args.quick else 'full'})", flush=True)
         started = time.perf_counter()
         try:
-            figures = _load(name).run(quick=args.quick)
+            module = _load(name)
+            if name == "isbi":
+                figures = module.run(quick=args.quick, folds=args.isbi_folds, minutes_per_fold=args.isbi_minutes)
+            else:
+                figures = module.run(quick=args.quick)
             results.update({k: (float(v) if isinstance(v, (int, float)) else v) for k, v in figures.items()})
         except Exception as e:  # a failed benchmark is reported, the others still run
             traceback.print_exc()

@@ -1,0 +1,45 @@
+"""The benchmark code cannot rot: `run_all.py --quick` runs every benchmark at toy size."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from kerasseg_testing import REPO_ROOT, SHARED_DATA
+
+REQUIRED_KEYS = [
+    "train_efficiency",
+    "pipeline_vs_memory",
+    "pipeline_images_per_s",
+    "convert_speedup_2_workers",
+    "crf_wrapper_overhead",
+    "tf_crf_vs_pydensecrf",
+    "serving_latency_ratio",
+    "train_peak_rss_mb",
+]
+ISBI_KEYS = [
+    f"isbi_{model}_{figure}"
+    for model in ("unet", "segnet", "deeplabv3plus")
+    for figure in ("mean_dice", "membrane_dice", "pixel_error", "mean_dice_crf")
+]
+
+
+@pytest.mark.slow
+def test_quick_benchmarks_write_every_key(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO_ROOT))
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / "run_all.py"), "--quick", "--out", str(tmp_path)],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    figures = json.loads((tmp_path / "results.json").read_text())
+    expected = REQUIRED_KEYS + (ISBI_KEYS if (SHARED_DATA / "isbi2012_membrane").is_dir() else [])
+    missing = [key for key in expected if key not in figures]
+    assert missing == []
+    assert all(isinstance(figures[key], float) for key in expected)
+    table = (tmp_path / "RESULTS.md").read_text()
+    assert "quick mode" in table and "| `train_efficiency` |" in table
