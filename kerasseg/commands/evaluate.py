@@ -42,24 +42,10 @@ def run(args: argparse.Namespace) -> int:
     normalization = parse_normalization(args.normalization)
 
     from kerasseg import inference
-    from kerasseg.schema import SchemaError, read_dataset_info
 
-    try:
-        info = read_dataset_info(args.data)
-    except SchemaError as e:
-        raise CommandError(str(e)) from None
-    if args.split not in info.splits:
-        raise CommandError(f"{args.data}: no split {args.split!r} (splits: {', '.join(sorted(info.splits))})")
-    try:
-        loaded = inference.load_for_inference(args.model, normalization=normalization)
-    except inference.InferenceError as e:
-        raise CommandError(str(e)) from None
-    class_names = list(info.class_names)
-    if loaded.num_classes != len(class_names):
-        raise CommandError(
-            f"{args.model} predicts {loaded.num_classes} classes {loaded.class_names} but "
-            f"{args.data} has {len(class_names)} {class_names}"
-        )
+    from kerasseg.commands._model_and_data import open_model_and_split
+
+    loaded, info, class_names = open_model_and_split(args.model, args.data, args.split, normalization)
     params = None
     if args.crf or loaded.crf.get("enabled"):
         from kerasseg.postprocess import CRFConfigError, dense_crf
