@@ -44,6 +44,8 @@ from typing import Any, Mapping, Sequence
 import keras
 import tensorflow as tf
 
+from kerasseg._targets import labels_and_weights
+
 __all__ = [
     "LossSpecError",
     "SegmentationLoss",
@@ -108,22 +110,12 @@ def _prepare(
         raise ValueError("y_pred needs a known number of channels K (last axis)")
     num_classes = max(int(num_channels), 2)
 
-    y_true = tf.convert_to_tensor(y_true)
-    if y_true.shape.rank == 4:
-        y_true = tf.squeeze(y_true, axis=-1)
-    if y_true.dtype.is_floating:
-        y_true = tf.round(y_true)
-    labels = tf.cast(y_true, tf.int32)
-
-    valid = tf.logical_and(labels >= 0, labels < num_classes)
-    if ignore_index is not None:
-        valid = tf.logical_and(valid, tf.not_equal(labels, ignore_index))
+    labels, valid, sw = labels_and_weights(
+        y_true, sample_weight, num_classes=num_classes, ignore_index=ignore_index
+    )
     weight = tf.cast(valid, tf.float32)
-    if sample_weight is not None:
-        sw = tf.cast(tf.convert_to_tensor(sample_weight), tf.float32)
-        if sw.shape.rank == 4:
-            sw = tf.squeeze(sw, axis=-1)
-        weight = weight * tf.broadcast_to(sw, tf.shape(weight))
+    if sw is not None:
+        weight = weight * sw
     labels = tf.where(valid, labels, tf.zeros_like(labels))
     valid_f = tf.cast(weight > 0, tf.float32)
 

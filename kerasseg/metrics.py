@@ -41,6 +41,8 @@ from typing import Any, Sequence
 import keras
 import tensorflow as tf
 
+from kerasseg._targets import labels_and_weights
+
 __all__ = [
     "ConfusionMatrixMetric",
     "IoU",
@@ -97,23 +99,10 @@ def confusion_matrix(
     else:
         predicted = tf.argmax(y_pred, axis=-1, output_type=tf.int32)
 
-    y_true = tf.convert_to_tensor(y_true)
-    if y_true.shape.rank == 4:
-        y_true = tf.squeeze(y_true, axis=-1)
-    if y_true.dtype.is_floating:
-        y_true = tf.round(y_true)
-    labels = tf.cast(y_true, tf.int32)
-
-    valid = tf.logical_and(labels >= 0, labels < n)
+    labels, valid, sw = labels_and_weights(y_true, sample_weight, num_classes=n, ignore_index=ignore_index)
     valid = tf.logical_and(valid, tf.logical_and(predicted >= 0, predicted < n))
-    if ignore_index is not None:
-        valid = tf.logical_and(valid, tf.not_equal(labels, ignore_index))
     weight = tf.cast(valid, tf.float32)
-    if sample_weight is not None:
-        sw = tf.cast(tf.convert_to_tensor(sample_weight), tf.float32)
-        if sw.shape.rank == 4:
-            sw = tf.squeeze(sw, axis=-1)
-        sw = tf.broadcast_to(sw, tf.shape(weight))
+    if sw is not None:
         weight = weight * (sw if weighted else tf.cast(sw > 0, tf.float32))
         if weighted:
             weight = tf.maximum(weight, 0.0)
