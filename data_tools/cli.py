@@ -15,6 +15,8 @@ from data_tools.errors import AnnotationError
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
+    from kerasseg.image_limits import DEFAULT_MAX_PIXELS, ENV_VAR
+
     parser.add_argument("--split", default="train=0.8,val=0.2",
                         help="split names and fractions (default: train=0.8,val=0.2)")
     parser.add_argument("--folds", type=int, default=0,
@@ -27,9 +29,15 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--on-error", choices=("stop", "skip"), default="stop",
                         help="stop: fail on the first bad file and write nothing (default); "
                         "skip: leave bad files out and list them in the report")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing converted OUTPUT_DIR")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing converted OUTPUT_DIR (refused, naming them, when it "
+                        "holds files the converter did not write)")
     parser.add_argument("--preview", type=int, default=0, metavar="N",
                         help="write N overlay PNGs to OUTPUT_DIR/preview")
+    parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                        help="refuse images and masks of more than N pixels (height x width), checked "
+                        f"from the file header before decoding (default: ${ENV_VAR}, else "
+                        f"{DEFAULT_MAX_PIXELS} = {DEFAULT_MAX_PIXELS / 1e6:g} megapixels)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--verify", metavar="DIR", default=None,
                         help="only check an already converted dataset folder and exit")
@@ -106,6 +114,7 @@ def labelme2tfrecord_main(argv: Sequence[str] | None = None) -> int:
             args.input_dir, args.output_dir, labels=args.labels, split=args.split, folds=args.folds,
             seed=args.seed, shards=args.shards, workers=args.workers, on_error=args.on_error,
             overwrite=args.overwrite, preview=args.preview, progress=not args.no_progress,
+            max_pixels=args.max_pixels,
         )
         print(report.to_text(), end="")
         print(f"report saved to {os.path.join(report.output_dir, 'report.txt')} (and report.json)")
@@ -131,6 +140,7 @@ def masks2tfrecord_main(argv: Sequence[str] | None = None) -> int:
             threshold=args.threshold, class_map=args.class_map, split=args.split, folds=args.folds,
             seed=args.seed, shards=args.shards, workers=args.workers, on_error=args.on_error,
             overwrite=args.overwrite, preview=args.preview, progress=not args.no_progress,
+            max_pixels=args.max_pixels,
         )
         print(report.to_text(), end="")
         print(f"report saved to {os.path.join(report.output_dir, 'report.txt')} (and report.json)")

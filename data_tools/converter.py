@@ -2,21 +2,30 @@
 
 Both converters share one pipeline:
 
-1. find the sources and check them cheaply (JSON, labels, image paths,
-   duplicates) before anything is written;
+1. find the sources and check them cheaply (JSON, labels, image paths that
+   must stay inside the input folder, UTF-8 names, duplicates, image sizes
+   from the headers against the pixel limit) before anything is written;
 2. assign reproducible splits (and k-fold lists) from the sorted ids and seed;
 3. decode images and rasterize masks, in ``workers`` processes (TensorFlow is
    not imported there); results come back in a fixed order, so the records
    are byte-identical for any worker count;
-4. write shards, ``splits/*.txt``, previews and the report into a temporary
-   folder beside ``OUTPUT_DIR``, ``dataset.json`` last, then rename it into
-   place. An interrupted run leaves no ``OUTPUT_DIR`` (and so no
-   ``dataset.json``); an existing output is only replaced with ``overwrite``.
+4. write shards, ``splits/*.txt``, previews and the report into a staging
+   folder beside ``OUTPUT_DIR``, ``dataset.json`` and the manifest of what was
+   written last, then rename it into place (:mod:`data_tools.output`). An
+   interrupted run leaves no ``OUTPUT_DIR`` (and so no ``dataset.json``); an
+   existing output is only replaced with ``overwrite``, and only when it holds
+   nothing but what an earlier conversion wrote. Staging folders of killed
+   runs are removed by the next run to the same ``OUTPUT_DIR`` once stale.
+
+A failure to write (disk full, quota, permissions) stops the run with a
+:class:`~data_tools.errors.ConversionError` naming the file and the cause;
+the staging folder is removed and an earlier output is left untouched.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import glob
 import math
 import multiprocessing
@@ -24,21 +33,20 @@ import os
 import shutil
 import sys
 import time
-import uuid
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from data_tools import output
 from data_tools.errors import AnnotationError, ConversionError
 from data_tools.labels import IGNORE_INDEX, ClassList, classes_from_labels, read_labels_txt
+from data_tools.paths import check_inside, check_utf8_name, is_utf8, printable
 from data_tools.report import ConversionReport, FileNote
 from data_tools.splits import DEFAULT_SPLIT, assign_folds, assign_splits, parse_split_spec
 
 ON_ERROR_CHOICES = ("stop", "skip")
 RECORDS_PER_SHARD = 500
 """Default shard size when ``shards`` is not given."""
-_TMP_PREFIX = ".kerasseg-tmp-"
-_OLD_PREFIX = ".kerasseg-old-"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +79,7 @@ def convert_labelme(
     preview: int = 0,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    max_pixels: int | None = None,
 ) -> ConversionReport:
     """Convert a folder of labelme JSON files (searched recursively) to TFRecords.
 
@@ -86,10 +95,15 @@ def convert_labelme(
         workers: processes decoding and rasterizing (1 = in this process).
         on_error: ``"stop"`` (raise, write nothing) or ``"skip"`` (leave the
             file out and list it in the report).
-        overwrite: replace an existing converted dataset at ``output_dir``.
+        overwrite: replace an existing converted dataset at ``output_dir``
+            (refused when it holds anything a conversion did not write).
         preview: write this many overlay PNGs to ``output_dir/preview``.
         progress: show a tqdm progress bar on stderr.
         log: called with progress messages (default: silent).
+        max_pixels: largest ``height * width`` accepted for an image or mask,
+            checked from file headers before decoding (default
+            :func:`kerasseg.image_limits.max_pixels`: ``KERASSEG_MAX_PIXELS``
+            or 128 megapixels).
 
     Returns:
         The :class:`~data_tools.report.ConversionReport` (also saved as
@@ -99,12 +113,13 @@ def convert_labelme(
         AnnotationError: a bad source file with ``on_error="stop"``.
         ConversionError: bad options, empty input, or an existing output.
     """
+    from data_tools.images import check_file_pixels, check_header_pixels
     from data_tools.labelme import load_labelme_json, resolve_image_path
 
     started = time.perf_counter()
-    options = _Options.make(split, folds, seed, shards, workers, on_error, preview)
+    options = _Options.make(split, folds, seed, shards, workers, on_error, preview, max_pixels)
     input_dir = _existing_dir(input_dir, "INPUT_DIR")
-    output_dir = _check_output(output_dir, overwrite, inputs=[input_dir])
+    output_dir = output.check_output(output_dir, overwrite, inputs=[input_dir])
     json_files = _find_files(input_dir, (".json",), exclude=[output_dir])
     if not json_files:
         raise ConversionError(input_dir, "no labelme *.json files found (searched recursively)")
@@ -122,12 +137,19 @@ def convert_labelme(
         for json_path in json_files:
             source_id = os.path.splitext(os.path.relpath(json_path, input_dir))[0].replace(os.sep, "/")
             try:
-                annotation = load_labelme_json(json_path)
+                check_utf8_name(json_path, input_dir)
+                check_inside(json_path, input_dir, what="annotation")
+                annotation = load_labelme_json(json_path, max_pixels=options.max_pixels)
                 image_file = resolve_image_path(annotation, input_dir=input_dir)
                 if image_file is not None and not os.path.isfile(image_file):
                     raise AnnotationError(
                         json_path, f"image file not found: {annotation.image_path!r} (looked for {image_file})"
                     )
+                if image_file is not None:
+                    check_file_pixels(image_file, max_pixels=options.max_pixels)
+                elif annotation.image_data is not None:
+                    check_header_pixels(annotation.image_data, path=json_path,
+                                        max_pixels=options.max_pixels, what="imageData")
                 if source_id.lower() in seen_ids:
                     raise AnnotationError(
                         json_path, f"duplicate id {source_id!r}: {seen_ids[source_id.lower()]} has the same name"
@@ -160,7 +182,7 @@ def convert_labelme(
         class_ids = class_list.ids()
 
         def make_payload(source_id: str) -> tuple:
-            return (annotations[source_id][0], input_dir, class_ids)
+            return (annotations[source_id][0], input_dir, class_ids, options.max_pixels)
 
         return _convert(
             kind="labelme",
@@ -198,6 +220,7 @@ def convert_mask_folder(
     preview: int = 0,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    max_pixels: int | None = None,
 ) -> ConversionReport:
     """Convert a folder of images and a folder of mask files to TFRecords.
 
@@ -211,18 +234,19 @@ def convert_mask_folder(
             :class:`data_tools.masks.ClassMap`); default: values are class ids
             (0/255 binary masks -> 0/1).
         split, folds, seed, shards, workers, on_error, overwrite, preview,
-        progress, log: as in :func:`convert_labelme`.
+        progress, log, max_pixels: as in :func:`convert_labelme`.
 
     Returns:
         The :class:`~data_tools.report.ConversionReport`.
     """
+    from data_tools.images import check_file_pixels
     from data_tools.masks import DEFAULT_MASK_PATTERN, find_pairs, read_class_map
 
     started = time.perf_counter()
-    options = _Options.make(split, folds, seed, shards, workers, on_error, preview)
+    options = _Options.make(split, folds, seed, shards, workers, on_error, preview, max_pixels)
     images_dir = _existing_dir(images_dir, "IMAGES_DIR")
     masks_dir = _existing_dir(masks_dir, "MASKS_DIR")
-    output_dir = _check_output(output_dir, overwrite, inputs=[images_dir, masks_dir])
+    output_dir = output.check_output(output_dir, overwrite, inputs=[images_dir, masks_dir])
     if threshold is not None and not math.isfinite(float(threshold)):
         raise ConversionError(None, f"--threshold must be a finite number, got {threshold}")
     cmap = read_class_map(class_map) if class_map is not None else None
@@ -236,12 +260,21 @@ def convert_mask_folder(
         fail = _failure_handler(options.on_error, skipped)
         for problem in problems:
             fail(problem)
-        by_id = {pair.source_id: pair for pair in pairs}
+        sized = []
+        for pair in pairs:
+            try:
+                for path in (pair.image, *pair.masks):
+                    check_file_pixels(path, max_pixels=options.max_pixels)
+            except AnnotationError as e:
+                fail(e)
+                continue
+            sized.append(pair)
+        by_id = {pair.source_id: pair for pair in sized}
         _log(log, f"found {len(pairs)} image(s) with masks")
 
         def make_payload(source_id: str) -> tuple:
             pair = by_id[source_id]
-            return (pair.image, pair.masks, images_dir, threshold, cmap)
+            return (pair.image, pair.masks, images_dir, threshold, cmap, options.max_pixels)
 
         return _convert(
             kind="masks",
@@ -279,9 +312,13 @@ class _Options:
     workers: int
     on_error: str
     preview: int
+    max_pixels: int
 
     @classmethod
-    def make(cls, split, folds, seed, shards, workers, on_error, preview) -> "_Options":
+    def make(cls, split, folds, seed, shards, workers, on_error, preview, max_pixels=None) -> "_Options":
+        from kerasseg.image_limits import PixelLimitError
+        from kerasseg.image_limits import max_pixels as default_limit
+
         if on_error not in ON_ERROR_CHOICES:
             raise ConversionError(None, f"--on-error must be one of {ON_ERROR_CHOICES}, got {on_error!r}")
         if int(workers) < 1:
@@ -295,43 +332,24 @@ class _Options:
         fractions = parse_split_spec(split)
         if folds and "train" not in fractions:
             raise ConversionError(None, "--folds needs a split named 'train'")
+        if max_pixels is None:
+            try:
+                max_pixels = default_limit()
+            except PixelLimitError as e:
+                raise ConversionError(None, str(e)) from None
+        elif isinstance(max_pixels, bool) or int(max_pixels) < 1:
+            raise ConversionError(None, f"--max-pixels must be a positive number of pixels, got {max_pixels}")
         return cls(fractions, int(folds), int(seed), None if shards is None else int(shards),
-                   int(workers), on_error, int(preview))
+                   int(workers), on_error, int(preview), int(max_pixels))
 
 
 def _existing_dir(path: str | os.PathLike, what: str) -> str:
     path = os.path.abspath(os.fspath(path))
+    if not is_utf8(path):
+        raise ConversionError(printable(path), f"{what} is not a valid UTF-8 path; rename the folder to UTF-8")
     if not os.path.isdir(path):
         raise ConversionError(path, f"{what} is not an existing folder")
     return path
-
-
-def _check_output(output_dir: str | os.PathLike, overwrite: bool, *, inputs: Sequence[str]) -> str:
-    out = os.path.abspath(os.fspath(output_dir))
-    for source in inputs:
-        if out == source or os.path.commonpath([out, source]) == out:
-            raise ConversionError(out, f"OUTPUT_DIR must not be (or contain) the input folder {source}")
-    if os.path.isdir(out) and not os.path.islink(out) and not os.listdir(out):
-        pass  # an empty folder made beforehand is simply used
-    elif os.path.lexists(out):
-        if not overwrite:
-            raise ConversionError(out, "output exists; pass --overwrite (overwrite=True) to replace it")
-        if not os.path.isdir(out) or os.path.islink(out):
-            raise ConversionError(out, "output exists and is not a folder; refusing to replace it")
-        entries = os.listdir(out)
-        looks_converted = any(name in entries for name in ("dataset.json", "report.json"))
-        if entries and not looks_converted:
-            raise ConversionError(
-                out, "output exists and is not a converted dataset (no dataset.json); refusing to delete it"
-            )
-    # Missing parent folders are created when the output is written (like mkdir -p),
-    # only after every source has been read successfully.
-    parent = os.path.dirname(out)
-    while parent and not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if parent and not os.path.isdir(parent):
-        raise ConversionError(out, f"{parent} is a file, so OUTPUT_DIR cannot be created under it")
-    return out
 
 
 def _find_files(root: str, extensions: tuple[str, ...], *, exclude: Sequence[str]) -> list[str]:
@@ -396,20 +414,66 @@ def _convert(
         split: (0 if not split_ids else min(len(split_ids), options.shards or max(1, math.ceil(len(split_ids) / RECORDS_PER_SHARD))))
         for split, split_ids in plan.items()
     }
-    parent = os.path.dirname(output_dir)
-    tmp = os.path.join(parent, f"{_TMP_PREFIX}{os.path.basename(output_dir)}-{uuid.uuid4().hex[:8]}")
-    os.makedirs(tmp)
+    tmp = None
     try:
+        tmp = output.stage(output_dir)
         state = _write_records(tmp, tasks, plan, num_shards, options, progress, skipped, pool)
         report = _finish(
             tmp, kind, state, plan, class_names, options, input_description, output_dir, skipped, started
         )
-        _move_into_place(tmp, output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        output.move_into_place(tmp, output_dir)
+    except BaseException as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        failure = _write_failure(e, output_dir)
+        if failure is not None:
+            raise failure from e
         raise
     _log(log, report.to_text())
     return report
+
+
+_WRITE_ERRNOS = frozenset(
+    code for code in (getattr(errno, name, None) for name in
+                      ("ENOSPC", "EDQUOT", "EFBIG", "EACCES", "EPERM", "EROFS", "EIO")) if code is not None
+)
+_TF_WRITE_CAUSES = ((errno.ENOSPC, "No space left"), (errno.EFBIG, "too large"),
+                    (errno.EACCES, "Permission denied"), (errno.EROFS, "Read-only"))
+
+
+def _write_failure(error: BaseException, output_dir: str) -> ConversionError | None:
+    """A ``ConversionError`` for a failure to write the output (disk full, quota,
+    permissions, file too large), or ``None`` for any other error."""
+    tf = sys.modules.get("tensorflow")
+    if isinstance(error, OSError):
+        if error.errno not in _WRITE_ERRNOS:
+            return None
+        cause = error.strerror or str(error)
+        where = error.filename or output_dir
+        code = error.errno
+    elif tf is not None and isinstance(error, tf.errors.OpError):
+        # TFRecordWriter reports write errors as ResourceExhausted/Unknown/... "<file>; <reason>"
+        message = (error.message or str(error)).strip().splitlines()[0]
+        where, _, cause = message.rpartition("; ")
+        if not where.startswith(os.path.dirname(output_dir) + os.sep):
+            return None  # not about a file we were writing
+        cause = cause or message
+        code = next((c for c, text in _TF_WRITE_CAUSES if text in message), None)
+    else:
+        return None
+    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        hint = "free disk space (or choose an OUTPUT_DIR on a larger disk) and run again"
+    elif code == errno.EFBIG:
+        hint = "a file size limit was reached (ulimit -f, or the file system's largest file); use more --shards"
+    elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = "make the folder writable, or choose another OUTPUT_DIR"
+    else:
+        hint = "check the disk and run again"
+    return ConversionError(
+        printable(where),
+        f"cannot write the output ({cause}); {hint}. Nothing was written: the partial output "
+        f"was removed and any earlier {os.path.basename(output_dir)} is unchanged",
+    )
 
 
 @dataclasses.dataclass
@@ -501,13 +565,28 @@ def _write_records(
     finally:
         if writer is not None:
             writer.close()
-    # shards whose every example was skipped still exist, as empty files
+    _drop_empty_shards(tmp, num_shards, schema)
+    return state
+
+
+def _drop_empty_shards(tmp: str, num_shards: dict[str, int], schema) -> None:
+    """Renumber each split's shards without the empty ones (all their examples skipped).
+
+    A 0-byte shard in a finished dataset is then always a sign of damage,
+    which ``kerasseg.schema.check_dataset`` reports.
+    """
     for split, count in num_shards.items():
+        kept = []
         for shard in range(count):
             path = os.path.join(tmp, schema.shard_filename(split, shard, count))
-            if not os.path.exists(path):
-                open(path, "wb").close()
-    return state
+            if os.path.exists(path) and os.path.getsize(path) > 0:
+                kept.append(path)
+            elif os.path.exists(path):
+                os.remove(path)
+        for index, path in enumerate(kept):
+            target = os.path.join(tmp, schema.shard_filename(split, index, len(kept)))
+            if target != path:
+                os.rename(path, target)
 
 
 def _deterministic(tf, serialized: bytes) -> bytes:
@@ -653,7 +732,8 @@ def _finish(
         f.write(report.to_json())
     with open(os.path.join(tmp, "report.txt"), "w", encoding="utf-8") as f:
         f.write(report.to_text())
-    schema.write_dataset_info(tmp, info)  # last: its presence means "finished"
+    schema.write_dataset_info(tmp, info)  # its presence means "finished"
+    output.write_manifest(tmp, source["converter"])  # what --overwrite may replace later
     return report
 
 
@@ -690,21 +770,6 @@ def _write_lines(path: str, lines: Iterable[str]) -> None:
             f.write(line + "\n")
 
 
-def _move_into_place(tmp: str, output_dir: str) -> None:
-    old = None
-    if os.path.lexists(output_dir):
-        old = os.path.join(os.path.dirname(output_dir), f"{_OLD_PREFIX}{os.path.basename(output_dir)}-{uuid.uuid4().hex[:8]}")
-        os.rename(output_dir, old)
-    try:
-        os.rename(tmp, output_dir)
-    except BaseException:
-        if old is not None:
-            os.rename(old, output_dir)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 # -- per-example work (runs in workers; no TensorFlow here) ------------------------------------
 
 
@@ -729,8 +794,8 @@ def process_task(task: _Task) -> dict:
 def _labelme_example(task: _Task):
     from data_tools.labelme import read_labelme_sample
 
-    json_path, input_dir, class_ids = task.payload
-    sample = read_labelme_sample(json_path, class_ids=class_ids, input_dir=input_dir)
+    json_path, input_dir, class_ids, max_pixels = task.payload
+    sample = read_labelme_sample(json_path, class_ids=class_ids, input_dir=input_dir, max_pixels=max_pixels)
     return sample.image, sample.mask, sample.filename, sample.notes, json_path
 
 
@@ -738,14 +803,14 @@ def _mask_example(task: _Task):
     from data_tools.images import decode_image
     from data_tools.masks import combine_masks, read_mask
 
-    image_path, mask_paths, images_dir, threshold, cmap = task.payload
+    image_path, mask_paths, images_dir, threshold, cmap, max_pixels = task.payload
     try:
         with open(image_path, "rb") as f:
             raw = f.read()
     except OSError as e:
         raise AnnotationError(image_path, f"cannot read the image ({e.strerror or e})") from e
-    image = decode_image(raw, path=image_path, apply_exif=True)
-    masks = [read_mask(p, threshold=threshold, class_map=cmap) for p in mask_paths]
+    image = decode_image(raw, path=image_path, apply_exif=True, max_pixels=max_pixels)
+    masks = [read_mask(p, threshold=threshold, class_map=cmap, max_pixels=max_pixels) for p in mask_paths]
     for p, m in zip(mask_paths, masks):
         if m.shape != (image.height, image.width):
             raise AnnotationError(

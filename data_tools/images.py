@@ -14,8 +14,11 @@ Rules (see the schema in ``kerasseg/schema.py``):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
+import warnings
+from typing import Iterator
 
 import numpy as np
 
@@ -69,7 +72,111 @@ class DecodedImage:
         return str(self.pixels.dtype)
 
 
-def decode_image(data: bytes, *, path: str, apply_exif: bool = True) -> DecodedImage:
+def check_header_pixels(data: bytes, *, path: str, max_pixels: int | None = None, what: str = "image") -> None:
+    """Refuse ``data`` when its header declares more pixels than the limit (nothing is decoded).
+
+    Bytes whose header cannot be read pass here; :func:`open_image` checks
+    them again once Pillow has read their header.
+
+    Raises:
+        AnnotationError: naming ``path``, the size, the limit and how to raise it.
+    """
+    from kerasseg.image_limits import image_header_size
+
+    size = image_header_size(data)
+    if size is not None:
+        _check_pixels(size[0], size[1], path=path, max_pixels=max_pixels, what=what)
+
+
+def check_file_pixels(path: str, *, max_pixels: int | None = None) -> None:
+    """:func:`check_header_pixels` on the first bytes of an image file (cheap, for early checks).
+
+    Unreadable files pass here: reading them later reports the problem.
+    """
+    from kerasseg.image_limits import HEADER_BYTES
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEADER_BYTES)
+    except OSError:
+        return
+    check_header_pixels(head, path=path, max_pixels=max_pixels)
+
+
+def _check_pixels(height: int, width: int, *, path: str, max_pixels: int | None, what: str) -> None:
+    from kerasseg.image_limits import PixelLimitError, check_pixels
+
+    try:
+        check_pixels(height, width, source=path, limit=max_pixels)
+    except PixelLimitError as e:
+        problem = e.problem if what == "image" else f"{what}: {e.problem}"
+        raise AnnotationError(path, problem) from None
+
+
+@contextlib.contextmanager
+def _pillow_limit(limit: int) -> Iterator[None]:
+    """Pillow's own decompression-bomb limit set to ours while an image is opened.
+
+    Pillow warns above ``MAX_IMAGE_PIXELS`` and refuses above twice that; we
+    check the size ourselves, so its warning is silenced and its refusal kept
+    as a second line of defence. (A process-wide Pillow setting, restored after.)
+    """
+    from PIL import Image
+
+    before = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = limit
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = before
+
+
+def open_image(data: bytes, *, path: str, max_pixels: int | None = None, what: str = "image"):
+    """Open and load ``data`` with Pillow after checking its size against the pixel limit.
+
+    The size is read from the header first (:func:`check_header_pixels`),
+    then from Pillow's header parse (``Image.open`` reads no pixels), and only
+    then are the pixels decoded.
+
+    Args:
+        data: encoded image bytes.
+        path: the file named in errors.
+        max_pixels: pixel limit; default :func:`kerasseg.image_limits.max_pixels`.
+        what: what the bytes are, prefixed to problems (e.g. ``"imageData"``).
+
+    Returns:
+        The loaded ``PIL.Image.Image``.
+
+    Raises:
+        AnnotationError: too many pixels, not an image, or truncated.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    from kerasseg.image_limits import max_pixels as default_limit
+
+    limit = default_limit() if max_pixels is None else int(max_pixels)
+    check_header_pixels(data, path=path, max_pixels=limit, what=what)
+    label = "image" if what == "image" else what
+    with _pillow_limit(limit):
+        try:
+            img = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as e:
+            raise AnnotationError(path, f"{label}: too many pixels ({e}); refused before decoding") from e
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+            raise AnnotationError(path, f"not a readable {label} ({type(e).__name__}: {e})") from e
+        _check_pixels(img.size[1], img.size[0], path=path, max_pixels=limit, what=what)
+        try:
+            img.load()
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            raise AnnotationError(path, f"not a readable {label} ({type(e).__name__}: {e})") from e
+    return img
+
+
+def decode_image(
+    data: bytes, *, path: str, apply_exif: bool = True, max_pixels: int | None = None
+) -> DecodedImage:
     """Decode ``data`` (the bytes of an image file) into :class:`DecodedImage`.
 
     Args:
@@ -77,18 +184,15 @@ def decode_image(data: bytes, *, path: str, apply_exif: bool = True) -> DecodedI
         path: the file the bytes come from, for messages.
         apply_exif: rotate/flip by the EXIF orientation tag (labelme does this
             for image files, not for embedded ``imageData``).
+        max_pixels: pixel limit checked from the header before decoding;
+            default :func:`kerasseg.image_limits.max_pixels`.
 
     Raises:
-        AnnotationError: not an image, truncated, or an unsupported pixel type.
+        AnnotationError: too many pixels, not an image, truncated, or an
+            unsupported pixel type.
     """
-    from PIL import Image, UnidentifiedImageError
-
     notes: list[str] = []
-    try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise AnnotationError(path, f"not a readable image ({type(e).__name__}: {e})") from e
+    img = open_image(data, path=path, max_pixels=max_pixels)
     source_format = (img.format or "").upper()
     orientation = 1
     if apply_exif:
@@ -244,4 +348,12 @@ def _original_is_exact(data: bytes, source_format: str, *, grey: bool) -> bool:
     return False
 
 
-__all__ = ["DecodedImage", "apply_orientation", "decode_image", "encode_png"]
+__all__ = [
+    "DecodedImage",
+    "apply_orientation",
+    "check_file_pixels",
+    "check_header_pixels",
+    "decode_image",
+    "encode_png",
+    "open_image",
+]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import io
 import json
 import math
 import os
@@ -31,7 +30,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from data_tools.errors import AnnotationError
-from data_tools.images import DecodedImage, decode_image
+from data_tools.images import DecodedImage, decode_image, open_image
+from data_tools.paths import check_inside
 from data_tools.rasterize import SHAPE_TYPE_ALIASES, SHAPE_TYPES, Shape, rasterize
 
 MAX_COORDINATE = 1e7
@@ -89,8 +89,12 @@ class LabelmeSample:
     notes: list[str]
 
 
-def load_labelme_json(json_path: str | os.PathLike) -> LabelmeAnnotation:
-    """Read and validate one labelme JSON file (the image is not loaded)."""
+def load_labelme_json(json_path: str | os.PathLike, *, max_pixels: int | None = None) -> LabelmeAnnotation:
+    """Read and validate one labelme JSON file (the image is not loaded).
+
+    ``mask`` shapes are decoded here; their box and bitmap header are checked
+    against ``max_pixels`` first (default :func:`kerasseg.image_limits.max_pixels`).
+    """
     path = os.fspath(json_path)
     try:
         with open(path, "rb") as f:
@@ -107,11 +111,14 @@ def load_labelme_json(json_path: str | os.PathLike) -> LabelmeAnnotation:
         raise AnnotationError(path, f"malformed JSON: {e.msg} (line {e.lineno}, column {e.colno})") from e
     except RecursionError as e:
         raise AnnotationError(path, "malformed JSON: nested too deeply") from e
-    return parse_labelme(data, path=path)
+    return parse_labelme(data, path=path, max_pixels=max_pixels)
 
 
-def parse_labelme(data: Any, *, path: str) -> LabelmeAnnotation:
-    """Validate a decoded labelme JSON document (any schema version)."""
+def parse_labelme(data: Any, *, path: str, max_pixels: int | None = None) -> LabelmeAnnotation:
+    """Validate a decoded labelme JSON document (any schema version).
+
+    ``max_pixels`` bounds ``mask`` shape bitmaps, checked before they are decoded.
+    """
     if not isinstance(data, dict):
         raise AnnotationError(path, f"not a labelme annotation: top level is {_kind(data)}, not an object")
     if "shapes" not in data:
@@ -142,7 +149,11 @@ def parse_labelme(data: Any, *, path: str) -> LabelmeAnnotation:
     flags = data.get("flags") or {}
     if not isinstance(flags, dict):
         flags = {}
-    shapes = [_parse_shape(raw, i, path) for i, raw in enumerate(raw_shapes)]
+    if max_pixels is None:
+        from kerasseg.image_limits import max_pixels as default_limit
+
+        max_pixels = default_limit()
+    shapes = [_parse_shape(raw, i, path, max_pixels) for i, raw in enumerate(raw_shapes)]
     return LabelmeAnnotation(
         json_path=path,
         version=version,
@@ -162,7 +173,9 @@ def resolve_image_path(annotation: LabelmeAnnotation, *, input_dir: str | os.Pat
 
     Raises:
         AnnotationError: ``imagePath`` is absolute or resolves outside
-            ``input_dir`` (default: the JSON's folder): path traversal is refused.
+            ``input_dir`` (default: the JSON's folder), written with ``../``
+            or through a symlink (real paths are compared): path traversal
+            is refused.
     """
     if annotation.image_data is not None:
         return None
@@ -181,11 +194,15 @@ def resolve_image_path(annotation: LabelmeAnnotation, *, input_dir: str | os.Pat
         raise AnnotationError(
             json_path, f"imagePath {written!r} resolves outside {root} (refused: path traversal)"
         )
+    check_inside(joined, root, owner=json_path, what=f"imagePath {written!r}:")
     return joined
 
 
 def load_labelme_image(
-    annotation: LabelmeAnnotation, *, input_dir: str | os.PathLike | None = None
+    annotation: LabelmeAnnotation,
+    *,
+    input_dir: str | os.PathLike | None = None,
+    max_pixels: int | None = None,
 ) -> tuple[DecodedImage, str]:
     """Load the image of an annotation; return ``(image, filename)``.
 
@@ -193,16 +210,21 @@ def load_labelme_image(
     as stored; an image file gets its EXIF orientation applied (labelme does so
     when it opens the file, so the annotation is in rotated coordinates).
 
+    ``max_pixels`` (default :func:`kerasseg.image_limits.max_pixels`) is
+    checked from the image header before decoding.
+
     Raises:
-        AnnotationError: missing or unreadable image, traversal, or a size that
-            disagrees with ``imageHeight``/``imageWidth``.
+        AnnotationError: missing or unreadable image, traversal, too many
+            pixels, or a size that disagrees with ``imageHeight``/``imageWidth``.
     """
     json_path = annotation.json_path
     root = os.path.abspath(os.fspath(input_dir) if input_dir is not None else os.path.dirname(json_path))
     image_file = resolve_image_path(annotation, input_dir=root)
     if image_file is None:
         try:
-            image = decode_image(annotation.image_data or b"", path=json_path, apply_exif=False)
+            image = decode_image(
+                annotation.image_data or b"", path=json_path, apply_exif=False, max_pixels=max_pixels
+            )
         except AnnotationError as e:
             raise AnnotationError(json_path, f"imageData: {e.problem}") from e
         filename = os.path.relpath(os.path.abspath(json_path), root)
@@ -216,7 +238,7 @@ def load_labelme_image(
                 raw = f.read()
         except OSError as e:
             raise AnnotationError(image_file, f"cannot read the image ({e.strerror or e})") from e
-        image = decode_image(raw, path=image_file, apply_exif=True)
+        image = decode_image(raw, path=image_file, apply_exif=True, max_pixels=max_pixels)
         filename = os.path.relpath(image_file, root)
     declared = (annotation.image_height, annotation.image_width)
     actual = (image.height, image.width)
@@ -237,6 +259,7 @@ def read_labelme_sample(
     class_ids: Mapping[str, int] | None = None,
     input_dir: str | os.PathLike | None = None,
     annotation: LabelmeAnnotation | None = None,
+    max_pixels: int | None = None,
 ) -> LabelmeSample:
     """Read a labelme JSON and its image and rasterize the label map.
 
@@ -247,6 +270,8 @@ def read_labelme_sample(
             (labelme's ``labelme_shapes_to_label`` convention).
         input_dir: the root ``imagePath`` must stay inside (default: the JSON's folder).
         annotation: an already parsed annotation of ``json_path`` (skips re-reading).
+        max_pixels: pixel limit of the image and ``mask`` shapes, checked
+            before decoding (default :func:`kerasseg.image_limits.max_pixels`).
 
     Returns:
         :class:`LabelmeSample` with ``mask`` uint8 ``(H, W)``.
@@ -254,13 +279,13 @@ def read_labelme_sample(
     Raises:
         AnnotationError: anything wrong with the JSON, the image or a shape.
     """
-    annotation = annotation or load_labelme_json(json_path)
+    annotation = annotation or load_labelme_json(json_path, max_pixels=max_pixels)
     if class_ids is None:
         class_ids = {"_background_": 0, "__ignore__": 255}
         for label in annotation.labels:
             if label not in class_ids:
                 class_ids[label] = len(class_ids) - 1
-    image, filename = load_labelme_image(annotation, input_dir=input_dir)
+    image, filename = load_labelme_image(annotation, input_dir=input_dir, max_pixels=max_pixels)
     mask, notes = rasterize(
         annotation.shapes, class_ids, height=image.height, width=image.width, path=annotation.json_path
     )
@@ -322,7 +347,7 @@ def _parse_points(raw: Any, where: str, path: str) -> np.ndarray:
     return np.asarray(coords, dtype=np.float64).reshape(-1, 2)
 
 
-def _parse_shape(raw: Any, index: int, path: str) -> Shape:
+def _parse_shape(raw: Any, index: int, path: str, max_pixels: int) -> Shape:
     where = f"shape #{index}"
     if not isinstance(raw, dict):
         raise AnnotationError(path, f"{where} is {_kind(raw)}, not an object")
@@ -347,21 +372,38 @@ def _parse_shape(raw: Any, index: int, path: str) -> Shape:
         kind = "polygon"  # some tools write all 4 corners of a box
     bitmap = None
     if kind == "mask":
-        bitmap = _parse_mask_bitmap(raw.get("mask"), where, path)
+        bitmap = _parse_mask_bitmap(raw.get("mask"), where, path, max_pixels, points)
     return Shape(label=label, shape_type=kind, points=points, mask=bitmap, index=index)
 
 
-def _parse_mask_bitmap(raw: Any, where: str, path: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+def _parse_mask_bitmap(raw: Any, where: str, path: str, max_pixels: int, points: np.ndarray) -> np.ndarray:
+    """Decode a ``mask`` shape's bitmap, after checking its box and header size.
+
+    The bitmap must cover the 2-point box exactly, so a box above the pixel
+    limit is refused from the points alone, and the bitmap's PNG header is
+    checked before its pixels are decoded.
+    """
+    from data_tools.images import check_header_pixels
+    from kerasseg.image_limits import PixelLimitError, check_pixels
 
     if not isinstance(raw, str) or not raw:
         raise AnnotationError(path, f"{where}: a mask shape needs a base64 PNG in 'mask', got {_kind(raw)}")
+    if len(points) == 2:
+        xs = [int(v) for v in points[:, 0].tolist()]
+        ys = [int(v) for v in points[:, 1].tolist()]
+        box_h, box_w = max(ys) - min(ys) + 1, max(xs) - min(xs) + 1
+        try:
+            check_pixels(box_h, box_w, source=path, limit=max_pixels)
+        except PixelLimitError as e:
+            raise AnnotationError(path, f"{where}: mask box: {e.problem}") from None
     data = _b64decode(raw, path=path, what=f"{where}: 'mask'")
+    check_header_pixels(data, path=path, max_pixels=max_pixels, what=f"{where}: 'mask' bitmap")
     try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
+        img = open_image(data, path=path, max_pixels=max_pixels, what=f"{where}: 'mask' bitmap")
         arr = np.asarray(img)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except AnnotationError as e:
+        raise AnnotationError(path, f"{where}: 'mask' is not a readable PNG ({e.problem})") from e
+    except (OSError, ValueError) as e:
         raise AnnotationError(path, f"{where}: 'mask' is not a readable PNG ({e})") from e
     if arr.ndim == 3:
         arr = arr[:, :, -1] if img.mode in ("LA", "RGBA", "PA") else arr.max(axis=2)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import io
 import os
 from typing import Sequence
 
@@ -33,6 +32,7 @@ import numpy as np
 
 from data_tools.errors import AnnotationError
 from data_tools.labels import IGNORE_INDEX
+from data_tools.paths import check_inside, check_utf8_name
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
 DEFAULT_MASK_PATTERN = "{stem}.*"
@@ -137,7 +137,9 @@ def find_pairs(
     Returns:
         ``(pairs, problems)``: pairs sorted by source id (the image path relative
         to ``images_dir`` without extension, ``/``-separated) and one error per
-        image without a mask or per duplicate id.
+        image without a mask, per duplicate id, per file whose name is not
+        UTF-8 and per image or mask whose real path (symlinks resolved) lies
+        outside its folder.
     """
     images_dir = os.path.abspath(os.fspath(images_dir))
     masks_dir = os.path.abspath(os.fspath(masks_dir))
@@ -151,7 +153,19 @@ def find_pairs(
             if name.startswith(".") or os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
                 continue
             candidates.append(os.path.join(root, name))
+    problems: list[AnnotationError] = []
+    checked = []
+    for image in candidates:
+        try:
+            check_utf8_name(image, images_dir)
+            check_inside(image, images_dir, what="image")
+        except AnnotationError as e:
+            problems.append(e)
+            continue
+        checked.append(image)
+    candidates = checked
     mask_of: dict[str, list[str]] = {}
+    refused_masks: dict[str, AnnotationError] = {}
     for image in candidates:
         rel_dir = os.path.relpath(os.path.dirname(image), images_dir)
         stem = os.path.splitext(os.path.basename(image))[0]
@@ -163,13 +177,21 @@ def find_pairs(
             and os.path.splitext(p)[1].lower() in IMAGE_EXTENSIONS
         )
         mask_of[image] = found
+        for mask in found:
+            try:
+                check_utf8_name(mask, masks_dir)
+                check_inside(mask, masks_dir, what="mask")
+            except AnnotationError as e:
+                refused_masks.setdefault(image, e)
     all_masks = {m for masks in mask_of.values() for m in masks}
     pairs: list[MaskPair] = []
-    problems: list[AnnotationError] = []
     seen: dict[str, str] = {}
     for image in candidates:
         if image in all_masks:
             continue  # a mask file living beside the images
+        if image in refused_masks:
+            problems.append(refused_masks[image])
+            continue
         source_id = os.path.splitext(os.path.relpath(image, images_dir))[0].replace(os.sep, "/")
         key = source_id.lower()
         if key in seen:
@@ -195,22 +217,28 @@ def read_mask(
     *,
     threshold: float | None = None,
     class_map: ClassMap | None = None,
+    max_pixels: int | None = None,
 ) -> np.ndarray:
     """Read one mask file into uint8 ``(H, W)`` class ids (255 = ignore).
 
+    Args:
+        path: the mask file.
+        threshold, class_map: see :func:`data_tools.converter.convert_mask_folder`.
+        max_pixels: pixel limit checked from the header before decoding;
+            default :func:`kerasseg.image_limits.max_pixels`.
+
     Raises:
-        AnnotationError: unreadable file, colours without a class map, values
-            missing from the class map.
+        AnnotationError: unreadable file, too many pixels, colours without a
+            class map, values missing from the class map.
     """
-    from PIL import Image, UnidentifiedImageError
+    from data_tools.images import open_image
 
     try:
         with open(path, "rb") as f:
             data = f.read()
-        img = Image.open(io.BytesIO(data))
-        img.load()
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise AnnotationError(path, f"not a readable mask image ({e})") from e
+    except OSError as e:
+        raise AnnotationError(path, f"not a readable mask image ({e.strerror or e})") from e
+    img = open_image(data, path=path, max_pixels=max_pixels, what="mask image")
     mode = img.mode
     if mode == "P" or mode == "PA":
         palette = np.asarray(img.getpalette() or [], dtype=np.int64).reshape(-1, 3)
