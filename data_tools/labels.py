@@ -45,12 +45,13 @@ def read_labels_txt(path: str | os.PathLike) -> ClassList:
     """Read a labelme ``labels.txt``.
 
     ``__ignore__`` may appear anywhere (it maps to 255); the other lines get
-    ids 0, 1, ... in file order, so ``_background_``, when present, must be the
-    first of them. Blank lines are skipped.
+    ids 0, 1, ... in file order, so ``_background_`` must be the first of
+    them (it is class 0, what every pixel outside the shapes becomes).
+    Blank lines are skipped.
 
     Raises:
-        AnnotationError: unreadable file, duplicates, no classes, misplaced
-            ``_background_`` or more than 255 classes.
+        AnnotationError: unreadable file, duplicates, no classes, a missing or
+            misplaced ``_background_`` or more than 255 classes.
     """
     path = os.fspath(path)
     try:
@@ -71,7 +72,16 @@ def read_labels_txt(path: str | os.PathLike) -> ClassList:
         names.append(name)
     if not names:
         raise AnnotationError(path, "no class names (only blank lines or __ignore__)")
-    if BACKGROUND_LABEL in names and names[0] != BACKGROUND_LABEL:
+    if BACKGROUND_LABEL not in names:
+        listed = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        raise AnnotationError(
+            path,
+            f"no {BACKGROUND_LABEL} line (found: {listed}). labelme's labels.txt lists "
+            f"{IGNORE_LABEL}, then {BACKGROUND_LABEL} (class 0: every pixel no shape covers), then "
+            f"the classes; without it every unannotated pixel would become {names[0]!r}. Add the "
+            f"lines '{IGNORE_LABEL}' and '{BACKGROUND_LABEL}' at the top of the file",
+        )
+    if names[0] != BACKGROUND_LABEL:
         raise AnnotationError(
             path,
             f"{BACKGROUND_LABEL} must be the first class (id 0), found at position "
