@@ -1,16 +1,20 @@
-"""Check a converted dataset: every record decodes and agrees with ``dataset.json``."""
+"""Check a converted dataset: every record decodes and agrees with ``dataset.json``.
+
+``dataset.json`` itself is checked field by field first (types, lengths: see
+:func:`kerasseg.schema.dataset_info_problems`): a ``class_names`` edited to the
+string ``"lesion"`` or a count edited to ``"32"`` is reported as a problem.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
-import re
 
 import numpy as np
 
 from data_tools.errors import ConversionError
 
-_SHARD = re.compile(r"^(?P<split>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.tfrecord$")
 
 
 @dataclasses.dataclass
@@ -35,7 +39,8 @@ class VerifyReport:
         counts = ", ".join(f"{split}: {n}" for split, n in self.split_counts.items())
         if self.ok:
             return f"{self.dataset_dir}: OK ({counts} records; all decode and match dataset.json)\n"
-        lines = [f"{self.dataset_dir}: {len(self.problems)} problem(s) ({counts} records)"]
+        found = f" ({counts} records)" if counts else ""
+        lines = [f"{self.dataset_dir}: {len(self.problems)} problem(s){found}"]
         lines += [f"  {p}" for p in self.problems]
         return "\n".join(lines) + "\n"
 
@@ -43,14 +48,15 @@ class VerifyReport:
 def verify_dataset(dataset_dir: str | os.PathLike, *, max_problems: int = 50) -> VerifyReport:
     """Read every record of a converted dataset and check it.
 
-    Checks: ``dataset.json`` is valid; the shard files of each split are the
-    ones listed; every image and mask decodes with TensorFlow; image and mask
+    Checks: ``dataset.json`` is valid JSON and every field has the right type
+    (reported as problems, nothing else is checked then); the shard files of
+    each split are exactly those the shard pattern names, none empty; every image and mask decodes with TensorFlow; image and mask
     sizes agree with the stored height/width/channels; mask values are known
     class ids or 255; source ids are unique and equal ``splits/<split>.txt``;
     record counts and per-class pixel counts equal ``dataset.json``.
 
     Raises:
-        ConversionError: no (or an unreadable) ``dataset.json``.
+        ConversionError: no (or an unreadable, or not an object) ``dataset.json``.
     """
     import tensorflow as tf
 
@@ -60,6 +66,9 @@ def verify_dataset(dataset_dir: str | os.PathLike, *, max_problems: int = 50) ->
     try:
         info = schema.read_dataset_info(dataset_dir)
     except schema.SchemaError as e:
+        fields = _field_problems(dataset_dir)
+        if fields:
+            return VerifyReport(dataset_dir, {}, [f"{schema.DATASET_INFO_FILENAME}: {p}" for p in fields])
         raise ConversionError(dataset_dir, str(e)) from e
     problems: list[str] = []
 
@@ -71,7 +80,7 @@ def verify_dataset(dataset_dir: str | os.PathLike, *, max_problems: int = 50) ->
 
     found_splits = set()
     for name in os.listdir(dataset_dir):
-        match = _SHARD.match(name)
+        match = schema.SHARD_PATTERN.match(name)
         if match:
             found_splits.add(match["split"])
     for extra in sorted(found_splits - set(info.splits)):
@@ -83,13 +92,8 @@ def verify_dataset(dataset_dir: str | os.PathLike, *, max_problems: int = 50) ->
     all_ids: dict[str, str] = {}
     for split, expected in info.splits.items():
         files = sorted(tf.io.gfile.glob(os.path.join(dataset_dir, schema.shard_glob(split))))
-        want_shards = info.shards.get(split)
-        if want_shards is not None and len(files) != want_shards:
-            problem(f"{split}: {len(files)} shard files, dataset.json says {want_shards}")
-        for path in files:
-            match = _SHARD.match(os.path.basename(path))
-            if match and int(match["count"]) != len(files):
-                problem(f"{os.path.basename(path)}: names {int(match['count'])} shards but {len(files)} exist")
+        for text in schema.shard_problems(dataset_dir, split, info):
+            problem(text)
         pixels = np.zeros(256, np.int64)
         ids: list[str] = []
         n = 0
@@ -123,6 +127,22 @@ def verify_dataset(dataset_dir: str | os.PathLike, *, max_problems: int = 50) ->
         if want is not None and [int(v) for v in pixels[: len(want)]] != [int(v) for v in want]:
             problem(f"{split}: class pixel counts {pixels[:len(want)].tolist()} differ from dataset.json {want}")
     return VerifyReport(dataset_dir, counts, problems)
+
+
+def _field_problems(dataset_dir: str) -> list[str]:
+    """Field type problems of a ``dataset.json`` that is a JSON object of our schema version."""
+    from kerasseg import schema
+
+    try:
+        with open(os.path.join(dataset_dir, schema.DATASET_INFO_FILENAME), encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return []
+    if not isinstance(data, dict) or data.get("schema_version") != schema.SCHEMA_VERSION:
+        return []
+    if any(key not in data for key in ("class_names", "splits")):
+        return []
+    return schema.dataset_info_problems(data)
 
 
 def _check_record(raw, spec, image_dtype, info, where, problem, pixels) -> str | None:
