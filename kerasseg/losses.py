@@ -29,6 +29,15 @@ Reduction. Each loss first computes one value per image, shape ``(B,)``:
   ``class_weights``. ``batch_dice=True`` pools the sums over the whole batch
   instead (every image then carries the batch value).
 
+Empty and ignored inputs are defined, with finite gradients. A batch whose
+pixels are all ignored (labels 255 or weights 0) gives loss 0 and zero
+gradients for every loss. A region-loss class with nothing in the truth or the
+prediction of an image's valid pixels (a 0/0 score, reached with
+``smooth=0``) scores 1, i.e. loss 0, like the evaluator's "absent from both"
+rule. Powers (focal ``gamma``, focal-Tversky ``gamma``) are taken with a zero
+gradient where their base is 0, where ``x ** g`` with ``g < 1`` has an
+infinite slope (and ``0 * inf`` would turn every gradient into NaN).
+
 The per-image values are reduced with Keras' ``reduction`` (default: mean over
 the batch, scaled for ``tf.distribute`` like Keras' own losses), so a global
 batch split over replicas gives the same loss as one device. All arithmetic is
@@ -157,6 +166,30 @@ def _class_weight_vector(class_weights: list[float] | None, num_classes: int) ->
             f"{num_classes} classes (K=1 sigmoid outputs count as 2: background, foreground)"
         )
     return tf.constant(class_weights, tf.float32)
+
+
+def _safe_pow(base: tf.Tensor, exponent: float) -> tf.Tensor:
+    """``base ** exponent`` for ``base >= 0``, with a zero gradient where ``base == 0``.
+
+    ``d/dx x**g = g x**(g-1)`` is infinite at 0 for ``g < 1`` (and
+    ``0 * x**-1`` is NaN for ``g == 0``); the double ``where`` keeps the
+    infinite branch out of the gradient. ``0 ** 0`` is 1.
+    """
+    exponent = float(exponent)
+    if exponent == 0.0:
+        return tf.ones_like(base)
+    if exponent == 1.0:
+        return base
+    positive = base > 0
+    safe = tf.where(positive, base, tf.ones_like(base))
+    return tf.where(positive, tf.pow(safe, exponent), tf.zeros_like(base))
+
+
+def _safe_ratio(numerator: tf.Tensor, denominator: tf.Tensor, *, empty: float) -> tf.Tensor:
+    """``numerator / denominator``, and ``empty`` where the denominator is 0 (zero gradient there)."""
+    nonzero = denominator > 0
+    safe = tf.where(nonzero, denominator, tf.ones_like(denominator))
+    return tf.where(nonzero, numerator / safe, tf.fill(tf.shape(numerator), tf.constant(empty, numerator.dtype)))
 
 
 def _reduce(values: tf.Tensor, reduction: str | None) -> tf.Tensor:
@@ -332,7 +365,7 @@ class FocalLoss(SegmentationLoss):
     def _per_image(self, prep: dict[str, tf.Tensor]) -> tf.Tensor:
         log_pt = tf.reduce_sum(prep["onehot"] * prep["log_probs"], axis=-1)
         pt = tf.exp(log_pt)
-        modulator = tf.pow(tf.maximum(1.0 - pt, 0.0), self.gamma)
+        modulator = _safe_pow(tf.maximum(1.0 - pt, 0.0), self.gamma)
         pixel = -modulator * log_pt
         return _pixel_mean(pixel, prep, self.class_weights)
 
@@ -402,13 +435,9 @@ class TverskyLoss(SegmentationLoss):
         tp = tf.reduce_sum(w * p * t, axis=axes)
         fp = tf.reduce_sum(w * p * (1.0 - t), axis=axes)
         fn = tf.reduce_sum(w * (1.0 - p) * t, axis=axes)
-        score = (tp + self.smooth) / tf.maximum(
-            tp + self.alpha * fp + self.beta * fn + self.smooth, _EPSILON
-        )
-        per_class = tf.maximum(1.0 - score, 0.0)
-        exponent = self._exponent()
-        if exponent != 1.0:
-            per_class = tf.pow(per_class, exponent)
+        # a class with nothing in truth or prediction (0/0, with smooth=0) scores 1
+        score = _safe_ratio(tp + self.smooth, tp + self.alpha * fp + self.beta * fn + self.smooth, empty=1.0)
+        per_class = _safe_pow(tf.maximum(1.0 - score, 0.0), self._exponent())
         cw = _class_weight_vector(self.class_weights, num_classes)
         if not self.include_background:
             cw = tf.concat([tf.zeros([1]), cw[1:]], axis=0)
