@@ -40,6 +40,22 @@ is in neither are *not* averaged in, and are counted in ``images_both_empty``
 (with ``images_missed`` and ``images_false_positive`` for the one-sided cases),
 so nothing is dropped silently. Mean IoU / mean Dice are plain means of the
 per-class values shown.
+
+Nothing evaluated. An image whose ground truth is all ``ignore_index`` has no
+evaluated pixel: every class is absent from both truth and prediction there,
+so its per-image Dice/IoU are 1 and HD95/ASSD 0, and it is averaged into
+nothing (it adds to ``images_both_empty`` of every class). When no pixel of
+the whole dataset is evaluated, every class is absent everywhere, so the
+dataset-level ratios are 1 by the rule above, exactly what the per-image
+records and ``dice_per_image`` say (the same values the streaming Keras
+metrics give). Pixel accuracy has no class and counts correct pixels: 0/0 is
+0.0 there (as in the streaming metric). ``counts.pixels`` is then 0 and
+``format_table`` says that nothing was evaluated, so such a report is not
+mistaken for a perfect score.
+
+Shapes. ``hd95``, ``assd``, ``surface_distances`` and ``binary_scores`` take
+two 2-D masks of one shape; anything else is an :class:`EvaluationError`
+(never a broadcast, never the diagonal of one of them).
 """
 
 from __future__ import annotations
@@ -72,7 +88,7 @@ EMPTY_POLICY = (
     "class absent from truth and prediction: Dice=IoU=1, HD95=ASSD=0 (image not averaged into "
     "per-class HD95/ASSD/per-image Dice, counted in images_both_empty); present in only one: "
     "Dice=IoU=0, HD95=ASSD=image diagonal; dataset-level 0/0 ratios: 1 if the class is absent "
-    "everywhere, else 0"
+    "everywhere (also when no pixel was evaluated), else 0; pixel accuracy of no pixel: 0"
 )
 
 _CHUNK_ELEMENTS = 1 << 22
@@ -190,10 +206,7 @@ def surface_distances(
     Both masks must be non-empty. Distances are in units of ``spacing``
     (``(row, column)`` or one number; pixels when ``None``).
     """
-    pred = np.asarray(pred, dtype=bool)
-    truth = np.asarray(truth, dtype=bool)
-    if pred.shape != truth.shape or pred.ndim != 2:
-        raise EvaluationError(f"masks must be 2-D of one shape, got {pred.shape} and {truth.shape}")
+    pred, truth = _mask_pair(pred, truth)
     if not pred.any() or not truth.any():
         raise EvaluationError("surface distances need two non-empty masks")
     sp = _spacing_pair(spacing)
@@ -221,6 +234,17 @@ def _distance_transform(target: np.ndarray) -> np.ndarray:
     return cv2.distanceTransform(source, cv2.DIST_L2, cv2.DIST_MASK_PRECISE).astype(np.float64)
 
 
+def _mask_pair(pred: Any, truth: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Both masks as bool arrays, refusing anything but two 2-D masks of one shape."""
+    pred = np.asarray(pred, dtype=bool)
+    truth = np.asarray(truth, dtype=bool)
+    if pred.shape != truth.shape or pred.ndim != 2:
+        raise EvaluationError(
+            f"masks must be 2-D and of one shape, got prediction {pred.shape} and truth {truth.shape}"
+        )
+    return pred, truth
+
+
 def _diagonal(shape: tuple[int, int], spacing: tuple[float, float]) -> float:
     return float(math.hypot(shape[0] * spacing[0], shape[1] * spacing[1]))
 
@@ -236,8 +260,7 @@ def assd(pred: np.ndarray, truth: np.ndarray, spacing: float | Sequence[float] |
 
 
 def _distance_pair(pred: np.ndarray, truth: np.ndarray, spacing: Any) -> tuple[float, float]:
-    pred = np.asarray(pred, dtype=bool)
-    truth = np.asarray(truth, dtype=bool)
+    pred, truth = _mask_pair(pred, truth)
     sp = _spacing_pair(spacing)
     has_pred, has_truth = bool(pred.any()), bool(truth.any())
     if not has_pred and not has_truth:
@@ -252,9 +275,8 @@ def _distance_pair(pred: np.ndarray, truth: np.ndarray, spacing: Any) -> tuple[f
 
 
 def binary_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """Dice and IoU of two boolean masks (both empty: 1.0; one empty: 0.0)."""
-    pred = np.asarray(pred, dtype=bool)
-    truth = np.asarray(truth, dtype=bool)
+    """Dice and IoU of two boolean masks of one shape (both empty: 1.0; one empty: 0.0)."""
+    pred, truth = _mask_pair(pred, truth)
     tp = float(np.count_nonzero(pred & truth))
     total = float(np.count_nonzero(pred) + np.count_nonzero(truth))
     if total == 0:
@@ -451,14 +473,13 @@ class SegmentationEvaluator:
             fn = cm[c, :].sum() - tp
             fp = cm[:, c].sum() - tp
             tn = total - tp - fn - fp
-            absent = (tp + fn + fp) == 0
-            seen = total > 0
+            absent = (tp + fn + fp) == 0  # also when nothing was evaluated at all
             entry: dict[str, Any] = {
-                "iou": _ratio(tp, tp + fp + fn, absent) if seen else 0.0,
-                "dice": _ratio(2 * tp, 2 * tp + fp + fn, absent) if seen else 0.0,
-                "sensitivity": _ratio(tp, tp + fn, absent) if seen else 0.0,
-                "specificity": _ratio(tn, tn + fp, absent) if seen else 0.0,
-                "precision": _ratio(tp, tp + fp, absent) if seen else 0.0,
+                "iou": _ratio(tp, tp + fp + fn, absent),
+                "dice": _ratio(2 * tp, 2 * tp + fp + fn, absent),
+                "sensitivity": _ratio(tp, tp + fn, absent),
+                "specificity": _ratio(tn, tn + fp, absent),
+                "precision": _ratio(tp, tp + fp, absent),
             }
             averaged = [r for r in self.per_image if r["truth_pixels"][cname] or r["pred_pixels"][cname]]
             if self.surface_metrics:
@@ -533,6 +554,14 @@ class SegmentationEvaluator:
         lines.append(
             f"images: {counts['images']}  pixels: {counts['pixels']}  ignored pixels: {counts['ignored_pixels']}"
         )
+        unevaluated = sum(1 for r in report["per_image"] if r["pixels"] == 0)
+        if counts["pixels"] == 0:
+            lines.append(
+                "nothing was evaluated: no ground-truth pixel outside the ignore label, so the scores "
+                "above are the empty-mask convention (1 = absent from truth and prediction), not a measurement"
+            )
+        elif unevaluated:
+            lines.append(f"{unevaluated} image(s) had no evaluated pixel (all ignore) and count as both-empty")
         notes = []
         for cname, e in report["per_class"].items():
             parts = []
