@@ -59,8 +59,8 @@ def make_staging_dir(parent: str, prefix: str, *, mode: int = 0o777) -> str:
             continue
 
 
-def _pattern(prefix: str) -> re.Pattern:
-    return re.compile(re.escape(prefix) + r"(?:(?P<pid>\d+)-)?(?P<token>[0-9a-z_]{8})")
+def _pattern(prefix: str, tag: str) -> re.Pattern:
+    return re.compile(re.escape(prefix) + tag + r"(?:(?P<pid>\d+)-)?(?P<token>[0-9a-z_]{8})")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -94,6 +94,7 @@ def remove_stale(
     parent: str,
     prefix: str,
     *,
+    tag: str = "",
     max_age_s: float = STALE_AFTER_S,
     keep: Callable[[str], bool] | None = None,
 ) -> list[str]:
@@ -102,6 +103,8 @@ def remove_stale(
     Args:
         parent: the folder to look in (missing: nothing to do).
         prefix: only names ``<prefix><pid>-<token>`` / ``<prefix><token>`` qualify.
+        tag: a regular expression of a field between prefix and pid, e.g.
+            ``r"\d+-"`` for the export version in ``.tmp-export-<version>-<pid>-<token>``.
         max_age_s: minimum seconds since the last modification inside the folder.
         keep: optional ``keep(path) -> bool``; a folder it returns True for is kept.
 
@@ -109,7 +112,7 @@ def remove_stale(
         The folders removed. Errors while removing are ignored (another run
         may be removing the same folder); the function never raises for them.
     """
-    pattern = _pattern(prefix)
+    pattern = _pattern(prefix, tag)
     try:
         names = os.listdir(parent)
     except OSError:
