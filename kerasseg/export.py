@@ -247,7 +247,11 @@ def export(
     )
     card = module.info
     os.makedirs(path, exist_ok=True)
-    tmp_dir = tempfile.mkdtemp(prefix=f".tmp-export-{version}-", dir=path)
+    from kerasseg import tempdirs
+
+    # staging folders of killed exports are removed once stale (name, age, dead pid: kerasseg/tempdirs.py)
+    tempdirs.remove_stale(path, ".tmp-export-", tag=r"\d+-")
+    tmp_dir = tempdirs.make_staging_dir(path, f".tmp-export-{version}-", mode=0o700)
     card_dir = tempfile.mkdtemp(prefix="kerasseg-card-")
     try:
         if tflite:
