@@ -98,7 +98,7 @@ def remove_stale(
     max_age_s: float = STALE_AFTER_S,
     keep: Callable[[str], bool] | None = None,
 ) -> list[str]:
-    """Delete the stale staging folders ``parent/<prefix>...`` (rules in the module docstring).
+    r"""Delete the stale staging folders ``parent/<prefix>...`` (rules in the module docstring).
 
     Args:
         parent: the folder to look in (missing: nothing to do).
