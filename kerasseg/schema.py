@@ -525,9 +525,11 @@ def _verify_checksums(path: str) -> int:
             count += 1
     except tf.errors.DataLossError as e:
         found = re.search(r"record at (\d+)", e.message or "")
-        where = f" (byte {found.group(1)})" if found else ""
+        # TensorFlow names the offset of the record's data, 12 bytes after its start
+        where = f" (byte {int(found.group(1)) - 12})" if found else ""
+        said = f" (TensorFlow: 'corrupted record at {found.group(1)}')" if found else ""
         raise SchemaError(
-            f"{path}: record {count}{where} is corrupt: its data fails its checksum; {_FIX}"
+            f"{path}: record {count}{where} is corrupt: its data fails its checksum{said}; {_FIX}"
         ) from None
     return count
 
