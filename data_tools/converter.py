@@ -117,7 +117,7 @@ def convert_labelme(
     from data_tools.labelme import load_labelme_json, resolve_image_path
 
     started = time.perf_counter()
-    options = _Options.make(split, folds, seed, shards, workers, on_error, preview, max_pixels)
+    options = _Options.make(split, folds, seed, shards, workers, on_error, preview, max_pixels, overwrite)
     input_dir = _existing_dir(input_dir, "INPUT_DIR")
     output_dir = output.check_output(output_dir, overwrite, inputs=[input_dir])
     json_files = _find_files(input_dir, (".json",), exclude=[output_dir])
@@ -243,7 +243,7 @@ def convert_mask_folder(
     from data_tools.masks import DEFAULT_MASK_PATTERN, find_pairs, read_class_map
 
     started = time.perf_counter()
-    options = _Options.make(split, folds, seed, shards, workers, on_error, preview, max_pixels)
+    options = _Options.make(split, folds, seed, shards, workers, on_error, preview, max_pixels, overwrite)
     images_dir = _existing_dir(images_dir, "IMAGES_DIR")
     masks_dir = _existing_dir(masks_dir, "MASKS_DIR")
     output_dir = output.check_output(output_dir, overwrite, inputs=[images_dir, masks_dir])
@@ -313,9 +313,11 @@ class _Options:
     on_error: str
     preview: int
     max_pixels: int
+    overwrite: bool = False
 
     @classmethod
-    def make(cls, split, folds, seed, shards, workers, on_error, preview, max_pixels=None) -> "_Options":
+    def make(cls, split, folds, seed, shards, workers, on_error, preview, max_pixels=None,
+             overwrite=False) -> "_Options":
         from kerasseg.image_limits import PixelLimitError
         from kerasseg.image_limits import max_pixels as default_limit
 
@@ -340,7 +342,7 @@ class _Options:
         elif isinstance(max_pixels, bool) or int(max_pixels) < 1:
             raise ConversionError(None, f"--max-pixels must be a positive number of pixels, got {max_pixels}")
         return cls(fractions, int(folds), int(seed), None if shards is None else int(shards),
-                   int(workers), on_error, int(preview), int(max_pixels))
+                   int(workers), on_error, int(preview), int(max_pixels), bool(overwrite))
 
 
 def _existing_dir(path: str | os.PathLike, what: str) -> str:
@@ -421,7 +423,7 @@ def _convert(
         report = _finish(
             tmp, kind, state, plan, class_names, options, input_description, output_dir, skipped, started
         )
-        output.move_into_place(tmp, output_dir)
+        output.move_into_place(tmp, output_dir, overwrite=options.overwrite)
     except BaseException as e:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -219,20 +219,23 @@ def stage(output_dir: str) -> str:
     return tempdirs.make_staging_dir(parent, f"{TMP_PREFIX}{base}-")
 
 
-def move_into_place(staging: str, output_dir: str) -> None:
+def move_into_place(staging: str, output_dir: str, *, overwrite: bool) -> None:
     """Rename the finished ``staging`` folder to ``output_dir``, replacing an earlier conversion.
 
     The earlier output is checked again (nothing foreign may have appeared since
     the run started), renamed aside, and deleted only once the new one is in place.
 
     Raises:
-        ConversionError: ``output_dir`` now holds something the converter did not write.
+        ConversionError: ``output_dir`` now holds something the converter did not
+            write, or (without ``overwrite``) it appeared while converting.
     """
     from kerasseg import tempdirs
 
     old = None
     if os.path.lexists(output_dir):
         if not (os.path.isdir(output_dir) and not os.path.islink(output_dir) and not os.listdir(output_dir)):
+            if not overwrite:
+                raise ConversionError(output_dir, "output appeared while converting; pass --overwrite to replace it")
             _check_replaceable(output_dir)
         parent = os.path.dirname(output_dir)
         old = os.path.join(parent, tempdirs.staging_name(f"{OLD_PREFIX}{os.path.basename(output_dir)}-"))
