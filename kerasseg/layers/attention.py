@@ -29,6 +29,7 @@ class AttentionGate(keras.layers.Layer):
         subsample: resolution ratio between ``x`` and ``g`` (2 in a U-Net).
         output_projection: apply the final 1x1 conv + batch norm ``W``.
         return_attention: also return the attention coefficients.
+        batchnorm_momentum: momentum of the projection's batch norm.
         kernel_initializer: initializer of the convolutions.
     """
 
@@ -38,6 +39,7 @@ class AttentionGate(keras.layers.Layer):
         subsample: int = 2,
         output_projection: bool = True,
         return_attention: bool = False,
+        batchnorm_momentum: float = 0.99,
         kernel_initializer: Any = "he_normal",
         **kwargs: Any,
     ) -> None:
@@ -50,6 +52,9 @@ class AttentionGate(keras.layers.Layer):
         self.subsample = int(subsample)
         self.output_projection = bool(output_projection)
         self.return_attention = bool(return_attention)
+        if not 0.0 <= float(batchnorm_momentum) < 1.0:
+            raise ValueError(f"batchnorm_momentum must be in [0, 1), got {batchnorm_momentum}")
+        self.batchnorm_momentum = float(batchnorm_momentum)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def build(self, input_shape: list[tuple]) -> None:
@@ -78,7 +83,8 @@ class AttentionGate(keras.layers.Layer):
             self.project = keras.layers.Conv2D(
                 channels, 1, use_bias=False, kernel_initializer=init(), dtype=self.dtype_policy, name="project"
             )
-            self.project_bn = keras.layers.BatchNormalization(dtype=self.dtype_policy, name="project_bn")
+            self.project_bn = keras.layers.BatchNormalization(momentum=self.batchnorm_momentum,
+                                                              dtype=self.dtype_policy, name="project_bn")
             self.project.build(x_shape)
             self.project_bn.build(x_shape)
         self.built = True
@@ -112,6 +118,7 @@ class AttentionGate(keras.layers.Layer):
             subsample=self.subsample,
             output_projection=self.output_projection,
             return_attention=self.return_attention,
+            batchnorm_momentum=self.batchnorm_momentum,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
         )
         return config

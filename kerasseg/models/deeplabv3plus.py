@@ -15,15 +15,17 @@ from kerasseg.models._common import (
     resolve_activation,
 )
 from kerasseg.models.backbones import dilated_backbone
+from kerasseg.models.batchnorm import resolve_momentum, set_batchnorm_momentum
 
 
-def _conv_bn_relu(x: Any, filters: int, kernel: int, *, name: str, separable: bool = False) -> Any:
+def _conv_bn_relu(x: Any, filters: int, kernel: int, *, name: str, separable: bool = False,
+                  momentum: float = 0.99) -> Any:
     if separable and kernel > 1:
         x = keras.layers.SeparableConv2D(filters, kernel, padding="same", use_bias=False, name=name)(x)
     else:
         x = keras.layers.Conv2D(filters, kernel, padding="same", use_bias=False,
                                 kernel_initializer="he_normal", name=name)(x)
-    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = keras.layers.BatchNormalization(momentum=momentum, name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -42,6 +44,7 @@ def build_deeplabv3plus(
     dropout: float = 0.1,
     encoder_weights: Any = None,
     alpha: float = 1.0,
+    batchnorm_momentum: float | None = None,
     output_activation: Any = "auto",
     name: str = "deeplabv3plus",
 ) -> keras.Model:
@@ -76,6 +79,12 @@ def build_deeplabv3plus(
             1-channel input is repeated to 3 channels inside the graph (other
             channel counts get a learnable 1x1 conv to 3 channels).
         alpha: MobileNetV2 width multiplier.
+        batchnorm_momentum: momentum of every batch-norm layer. ``None``
+            (default): 0.9 for layers trained from scratch (decoder, ASPP, and
+            the encoder without pretrained weights; ``keras.applications`` ships
+            0.99-0.999, which lags far behind the weights in a short run from
+            scratch), the application's own value for a pretrained encoder. See
+            :mod:`kerasseg.models.batchnorm`.
         output_activation: ``"auto"``, ``"softmax"``, ``"sigmoid"`` or ``None`` (logits).
 
     Returns:
@@ -101,15 +110,19 @@ def build_deeplabv3plus(
     inputs = keras.Input(shape, name="image")
     x = adapt_channels(inputs, shape[-1], pretrained=pretrained)
     low, high = encoder(x)
+    momentum = resolve_momentum(batchnorm_momentum, pretrained=False)
     x = ASPP(filters=aspp_filters, rates=tuple(atrous_rates), image_pooling=image_pooling,
-             separable=separable, dropout=dropout, name="aspp")(high)
+             separable=separable, dropout=dropout, batchnorm_momentum=momentum, name="aspp")(high)
     if output_stride > 4:
         x = keras.layers.UpSampling2D(output_stride // 4, interpolation="bilinear", name="decoder_upsample")(x)
-    low = _conv_bn_relu(low, low_level_filters, 1, name="decoder_low_level")
+    low = _conv_bn_relu(low, low_level_filters, 1, name="decoder_low_level", momentum=momentum)
     x = keras.layers.Concatenate(name="decoder_concat")([x, low])
-    x = _conv_bn_relu(x, decoder_filters, 3, name="decoder_conv1", separable=separable)
-    x = _conv_bn_relu(x, decoder_filters, 3, name="decoder_conv2", separable=separable)
+    x = _conv_bn_relu(x, decoder_filters, 3, name="decoder_conv1", separable=separable, momentum=momentum)
+    x = _conv_bn_relu(x, decoder_filters, 3, name="decoder_conv2", separable=separable, momentum=momentum)
     logits = keras.layers.Conv2D(num_classes, 1, name="classifier")(x)
     logits = keras.layers.UpSampling2D(4, interpolation="bilinear", name="upsample")(logits)
     outputs = output_layer(logits, resolve_activation(num_classes, output_activation))
-    return keras.Model(inputs, outputs, name=name)
+    model = keras.Model(inputs, outputs, name=name)
+    keep_encoder = pretrained and batchnorm_momentum is None
+    set_batchnorm_momentum(model, momentum, skip=[encoder] if keep_encoder else [])
+    return model

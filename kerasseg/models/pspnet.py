@@ -14,6 +14,7 @@ from kerasseg.models._common import (
     output_layer,
     resolve_activation,
 )
+from kerasseg.models.batchnorm import resolve_momentum, set_batchnorm_momentum
 from kerasseg.models.backbones import dilated_backbone
 
 
@@ -29,6 +30,7 @@ def build_pspnet(
     dropout: float = 0.1,
     encoder_weights: Any = None,
     alpha: float = 1.0,
+    batchnorm_momentum: float | None = None,
     output_activation: Any = "auto",
     name: str = "pspnet",
 ) -> keras.Model:
@@ -53,7 +55,8 @@ def build_pspnet(
         output_stride: 8 (paper) or 16.
         bins: pyramid levels.
         pyramid_filters: channels per pyramid branch (``None``: ``C / len(bins)``).
-        encoder_weights, alpha, output_activation: as :func:`build_deeplabv3plus`.
+        encoder_weights, alpha, batchnorm_momentum, output_activation: as
+            :func:`build_deeplabv3plus`.
 
     Returns:
         A functional model ``(B, H, W, C) -> (B, H, W, K)`` float32.
@@ -97,4 +100,8 @@ def build_pspnet(
     logits = keras.layers.Conv2D(num_classes, 1, name="classifier")(x)
     logits = keras.layers.UpSampling2D(output_stride, interpolation="bilinear", name="upsample")(logits)
     outputs = output_layer(logits, resolve_activation(num_classes, output_activation))
-    return keras.Model(inputs, outputs, name=name)
+    model = keras.Model(inputs, outputs, name=name)
+    keep_encoder = pretrained and batchnorm_momentum is None
+    set_batchnorm_momentum(model, resolve_momentum(batchnorm_momentum, pretrained=False),
+                           skip=[encoder] if keep_encoder else [])
+    return model

@@ -14,6 +14,7 @@ from kerasseg.models._common import (
     output_layer,
     resolve_activation,
 )
+from kerasseg.models.batchnorm import resolve_momentum, set_batchnorm_momentum
 from kerasseg.models.backbones import check_encoder_weights, load_vgg16_weights, vgg16_encoder
 
 
@@ -23,6 +24,7 @@ def build_segnet(
     num_classes: int = 2,
     base_filters: int = 64,
     encoder_weights: Any = None,
+    batchnorm_momentum: float | None = None,
     output_activation: Any = "auto",
     name: str = "segnet",
 ) -> keras.Model:
@@ -49,6 +51,9 @@ def build_segnet(
         encoder_weights: ``None``, ``"imagenet"`` or a local ``keras.applications``
             VGG16 weights file; the 13 conv kernels are copied by name (the
             batch-norm layers start fresh).
+        batchnorm_momentum: momentum of every batch-norm layer; ``None`` (default):
+            0.9 (every batch norm here starts from scratch; see
+            :mod:`kerasseg.models.batchnorm`).
         output_activation: ``"auto"``, ``"softmax"``, ``"sigmoid"`` or ``None`` (logits).
 
     Returns:
@@ -90,5 +95,6 @@ def build_segnet(
     logits = keras.layers.Conv2D(num_classes, 1, name="classifier")(x)
     outputs = output_layer(logits, resolve_activation(num_classes, output_activation))
     model = keras.Model(inputs, outputs, name=name)
+    set_batchnorm_momentum(model, resolve_momentum(batchnorm_momentum, pretrained=False))
     load_vgg16_weights(model, encoder_weights, model_name=model_name, base_filters=base_filters)
     return model

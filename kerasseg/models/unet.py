@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import keras
 
+from kerasseg.models.batchnorm import resolve_momentum, set_batchnorm_momentum
 from kerasseg.models._common import (
     ENCODER_PREFIX,
     ModelConfigError,
@@ -109,6 +110,7 @@ def unet_graph(
     attention: bool,
     deep_supervision: bool,
     output_activation: Any,
+    batchnorm_momentum: float = 0.99,
 ) -> list[Any]:
     """Build the U-shaped graph; returns ``[main_output, *auxiliary_outputs]``.
 
@@ -143,7 +145,7 @@ def unet_graph(
             from kerasseg.layers.attention import AttentionGate
 
             skip = AttentionGate(intermediate_channels=max(1, skip.shape[-1] // 2), subsample=2,
-                                 name=f"{name}_attention")([skip, gate])
+                                 batchnorm_momentum=batchnorm_momentum, name=f"{name}_attention")([skip, gate])
         x = keras.layers.Concatenate(axis=-1, name=f"{name}_concat")([skip, x])
         x = conv_block(x, decoder_filters[level], name=name, ndim=ndim, norm=norm, groups=groups,
                        residual=residual)
@@ -187,6 +189,7 @@ def build_unet(
     upsampling: str = "transpose",
     residual: bool = False,
     deep_supervision: bool = False,
+    batchnorm_momentum: float | None = None,
     output_activation: Any = "auto",
     name: str = "unet",
     _attention: bool = False,
@@ -213,6 +216,9 @@ def build_unet(
         residual: residual conv blocks (1x1 projected shortcut).
         deep_supervision: also output auxiliary predictions from every decoder
             level but the last, up-sampled to full resolution.
+        batchnorm_momentum: momentum of every batch-norm layer; ``None`` (default)
+            means 0.9 for layers trained from scratch (see
+            :mod:`kerasseg.models.batchnorm`).
         output_activation: ``"auto"`` (softmax / sigmoid), ``"softmax"``,
             ``"sigmoid"`` or ``None`` for logits.
 
@@ -227,6 +233,7 @@ def build_unet(
                      dropout=dropout, groups=groups)
     shape = check_input_shape(input_shape, model=model_name, divisor=2 ** depth)
     widths = [base_filters * 2 ** i for i in range(depth + 1)]
+    momentum = resolve_momentum(batchnorm_momentum, pretrained=False)
     inputs = keras.Input(shape, name="image")
     outputs = unet_graph(
         inputs, ndim=2, num_classes=num_classes, depth=depth,
@@ -235,8 +242,11 @@ def build_unet(
         upconv_filters=widths[:depth],
         norm=norm, groups=groups, dropout=float(dropout), upsampling=upsampling, residual=residual,
         attention=_attention, deep_supervision=deep_supervision, output_activation=output_activation,
+        batchnorm_momentum=momentum,
     )
-    return keras.Model(inputs, outputs if deep_supervision else outputs[0], name=name)
+    model = keras.Model(inputs, outputs if deep_supervision else outputs[0], name=name)
+    set_batchnorm_momentum(model, momentum)
+    return model
 
 
 def build_attention_unet(
@@ -251,6 +261,7 @@ def build_attention_unet(
     upsampling: str = "transpose",
     residual: bool = False,
     deep_supervision: bool = False,
+    batchnorm_momentum: float | None = None,
     output_activation: Any = "auto",
     name: str = "attention_unet",
 ) -> keras.Model:
@@ -265,5 +276,6 @@ def build_attention_unet(
     return build_unet(
         input_shape=input_shape, num_classes=num_classes, depth=depth, base_filters=base_filters, norm=norm,
         groups=groups, dropout=dropout, upsampling=upsampling, residual=residual,
-        deep_supervision=deep_supervision, output_activation=output_activation, name=name, _attention=True,
+        deep_supervision=deep_supervision, batchnorm_momentum=batchnorm_momentum,
+        output_activation=output_activation, name=name, _attention=True,
     )

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import keras
 
 from kerasseg.models._common import ModelConfigError, check_choice, check_input_shape, check_num_classes
+from kerasseg.models.batchnorm import resolve_momentum, set_batchnorm_momentum
 from kerasseg.models.unet import NORMS, unet_graph
 
 
@@ -22,6 +23,7 @@ def build_unet3d(
     upsampling: str = "transpose",
     residual: bool = False,
     deep_supervision: bool = False,
+    batchnorm_momentum: float | None = None,
     output_activation: Any = "auto",
     name: str = "unet3d",
 ) -> keras.Model:
@@ -40,6 +42,9 @@ def build_unet3d(
         num_classes: ``K``; 1 gives a sigmoid head.
         norm: ``"batch"`` (paper), ``"group"``, ``"instance"`` or ``None``.
         upsampling: ``"transpose"`` (paper) or ``"nearest"``.
+        batchnorm_momentum: momentum of every batch-norm layer; ``None`` (default)
+            means 0.9 for layers trained from scratch (see
+            :mod:`kerasseg.models.batchnorm`).
         Other arguments as :func:`kerasseg.models.build_unet`.
 
     Returns:
@@ -66,4 +71,6 @@ def build_unet3d(
         norm=norm, groups=groups, dropout=float(dropout), upsampling=upsampling, residual=residual,
         attention=False, deep_supervision=deep_supervision, output_activation=output_activation,
     )
-    return keras.Model(inputs, outputs if deep_supervision else outputs[0], name=name)
+    model = keras.Model(inputs, outputs if deep_supervision else outputs[0], name=name)
+    set_batchnorm_momentum(model, resolve_momentum(batchnorm_momentum, pretrained=False))
+    return model
