@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import pathlib
+import shutil
 import sys
 import time
 
@@ -84,9 +85,9 @@ def convert_fold(fold_index: int, fold: dict, out_root: pathlib.Path) -> tuple[p
             folder = staging / kind
             folder.mkdir(parents=True, exist_ok=True)
             for slice_id in ids:
-                link = folder / f"{slice_id}.png"
-                if not link.exists():
-                    link.symlink_to(ISBI_TRAIN / source / f"{slice_id}.png")
+                copy = folder / f"{slice_id}.png"
+                if not copy.exists():  # copies: the converter refuses symlinks that leave the folder
+                    shutil.copyfile(ISBI_TRAIN / source / f"{slice_id}.png", copy)
         convert_mask_folder(
             staging / "images", staging / "masks", dataset_dir,
             mask_pattern="{stem}.png", class_map=class_map, split=f"{split}=1", overwrite=True,

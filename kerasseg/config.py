@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import types
@@ -79,8 +80,26 @@ _Loader.add_implicit_resolver(
 )
 
 
+def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            line = key_node.start_mark.line + 1
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first on line {seen[key]}, again on line {line}); "
+                "YAML would silently keep the last one", key_node.start_mark,
+            )
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
 def yaml_load(text: Any) -> Any:
-    """``yaml.safe_load`` with YAML 1.2 floats (``1e-4``); ``text`` is a str or a file."""
+    """``yaml.safe_load`` with YAML 1.2 floats (``1e-4``) and duplicate keys refused;
+    ``text`` is a str or a file."""
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
@@ -141,13 +160,17 @@ class LossConfig:
 
 @dataclasses.dataclass
 class OptimizerConfig:
-    """Optimizer: ``adam``, ``adamw`` or ``sgd`` (with ``momentum``, Nesterov optional)."""
+    """Optimizer: ``adam``, ``adamw`` or ``sgd``.
+
+    ``momentum`` (default 0.9) and ``nesterov`` (default false) are SGD's; giving
+    them with another optimizer is an error rather than a silently ignored value.
+    """
 
     name: str = "adam"
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
-    momentum: float = 0.9
-    nesterov: bool = False
+    momentum: Union[float, None] = None
+    nesterov: Union[bool, None] = None
     clipnorm: Union[float, None] = None
 
 
@@ -179,8 +202,16 @@ class TrainingConfig:
         strategy: ``auto | default | one_device | mirrored | multi_worker``.
         mixed_precision: ``false``, ``true`` (``mixed_float16`` on GPU,
             ``mixed_bfloat16`` on CPU) or a Keras policy name.
-        monitor: metric that picks the best model (maximised).
+        monitor: metric that picks the best model (maximised; ties go to the
+            later epoch): ``val_foreground_dice`` (mean Dice over the classes
+            that are not background, see :mod:`kerasseg.classes`),
+            ``val_mean_dice`` (background included), ``val_dice_<class>``, ...
         verbose: Keras progress display: 0 silent, 1 progress bar, 2 one line/epoch.
+        batchnorm_recalibration_steps: training batches over which batch-norm
+            statistics are re-estimated before every validation and at the end
+            (0 = never; :mod:`kerasseg.models.batchnorm`).
+        max_minutes: stop after the epoch during which this many minutes of
+            training have passed (``null`` = no limit).
     """
 
     epochs: int = 50
@@ -189,8 +220,10 @@ class TrainingConfig:
     validation_steps: Union[int, None] = None
     strategy: str = "auto"
     mixed_precision: Any = False
-    monitor: str = "val_mean_dice"
+    monitor: str = "val_foreground_dice"
     verbose: int = 1
+    batchnorm_recalibration_steps: int = 8
+    max_minutes: Union[float, None] = None
 
 
 @dataclasses.dataclass
@@ -272,23 +305,67 @@ class Config:
         for key, value in (
             ("training.epochs", self.training.epochs),
             ("training.batch_size", self.training.batch_size),
+            ("training.steps_per_epoch", self.training.steps_per_epoch),
+            ("training.validation_steps", self.training.validation_steps),
         ):
-            if value < 1:
-                raise ConfigError(f"{key} must be >= 1, got {value}")
-        if self.optimizer.learning_rate <= 0:
-            raise ConfigError(f"optimizer.learning_rate must be > 0, got {self.optimizer.learning_rate}")
+            if value is not None and value < 1:
+                raise ConfigError(f"{key} must be >= 1" + (" (or null)" if "steps" in key else "") + f", got {value}")
+        if self.training.batchnorm_recalibration_steps < 0:
+            raise ConfigError("training.batchnorm_recalibration_steps must be >= 0 (0 = off), "
+                              f"got {self.training.batchnorm_recalibration_steps}")
+        if self.training.max_minutes is not None and not (
+                math.isfinite(self.training.max_minutes) and self.training.max_minutes > 0):
+            raise ConfigError(f"training.max_minutes must be > 0 (or null), got {self.training.max_minutes}")
+        _check_finite("optimizer.learning_rate", self.optimizer.learning_rate, positive=True)
+        _check_finite("optimizer.weight_decay", self.optimizer.weight_decay)
+        if self.optimizer.momentum is not None:
+            _check_finite("optimizer.momentum", self.optimizer.momentum)
+        if self.optimizer.clipnorm is not None:
+            _check_finite("optimizer.clipnorm", self.optimizer.clipnorm, positive=True)
+        _check_finite("schedule.min_learning_rate", self.schedule.min_learning_rate)
+        _check_finite("schedule.power", self.schedule.power, positive=True)
+        _check_finite("finetune.learning_rate_factor", self.finetune.learning_rate_factor, positive=True)
+        _check_finite("data.foreground_fraction", self.data.foreground_fraction)
+        if not 0.0 <= self.data.foreground_fraction <= 1.0:
+            raise ConfigError(f"data.foreground_fraction must be in [0, 1], got {self.data.foreground_fraction}")
+        if self.schedule.min_learning_rate >= self.optimizer.learning_rate and self.schedule.name != "constant":
+            raise ConfigError(
+                f"schedule.min_learning_rate ({self.schedule.min_learning_rate}) must be below "
+                f"optimizer.learning_rate ({self.optimizer.learning_rate})"
+            )
+        if self.schedule.warmup_epochs < 0:
+            raise ConfigError(f"schedule.warmup_epochs must be >= 0, got {self.schedule.warmup_epochs}")
+        self._validate_options()
         if not 0 <= self.finetune.frozen_epochs <= self.training.epochs:
             raise ConfigError(
                 f"finetune.frozen_epochs must be in 0..training.epochs ({self.training.epochs}), "
                 f"got {self.finetune.frozen_epochs}"
             )
-        if self.finetune.learning_rate_factor <= 0:
-            raise ConfigError("finetune.learning_rate_factor must be > 0")
         self._validate_crf()
         if self.training.verbose not in (0, 1, 2):
             raise ConfigError(f"training.verbose must be 0, 1 or 2, got {self.training.verbose}")
         return self
 
+
+    def _validate_options(self) -> None:
+        """Nested option mappings are checked like top-level keys (nearest-key hints)."""
+        from kerasseg.data.augment import AugmentConfig
+        from kerasseg.data.preprocess import NormalizationError, check_normalization
+
+        try:
+            check_normalization(self.data.normalization)
+        except NormalizationError as e:
+            raise ConfigError(f"data.normalization: {e}") from None
+        try:
+            AugmentConfig.from_dict(self.data.augmentation)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"data.augmentation: {e}") from None
+        for key, names in {"momentum": ("sgd",), "nesterov": ("sgd",)}.items():
+            if self.optimizer.name not in names and getattr(self.optimizer, key) is not None:
+                raise ConfigError(
+                    f"optimizer.{key} is used by {'/'.join(names)} only; {self.optimizer.name!r} ignores it "
+                    f"(remove optimizer.{key} or set optimizer.name: sgd)"
+                )
 
     def _validate_crf(self) -> None:
         from kerasseg.postprocess import CRFConfigError, CRFParams
@@ -301,6 +378,11 @@ class Config:
             CRFParams.from_dict(self.crf, origin="crf")
         except CRFConfigError as e:
             raise ConfigError(str(e)) from e
+
+
+def _check_finite(key: str, value: Any, *, positive: bool = False) -> None:
+    if not math.isfinite(float(value)) or (positive and value <= 0) or (not positive and value < 0):
+        raise ConfigError(f"{key} must be a finite number {'> 0' if positive else '>= 0'}, got {value}")
 
 
 def _check_choice(key: str, value: Any, choices: Sequence[str]) -> None:

@@ -123,6 +123,7 @@ def build_serving_module(
     normalization: Mapping[str, Any],
     crf: Any = None,
     size_divisor: int | None = None,
+    geometry: Any = None,
     from_logits: bool = False,
     extra_info: Mapping[str, Any] | None = None,
 ):
@@ -145,6 +146,17 @@ def build_serving_module(
         )
     divisor = _resolve_size_divisor(model, size_divisor)
     crf_layer = _build_crf(crf)
+    from kerasseg.artifacts import fit_geometry_to_model
+    from kerasseg.predict_graph import InferenceGeometry
+
+    if geometry is None:
+        geometry = InferenceGeometry()
+    elif isinstance(geometry, Mapping):
+        try:
+            geometry = InferenceGeometry.from_dict(geometry)
+        except (TypeError, ValueError) as e:
+            raise ExportError(f"geometry: {e}") from None
+    geometry = fit_geometry_to_model(geometry, model)
     info = {
         "format": "kerasseg-savedmodel",
         "kerasseg_version": __version__,
@@ -155,6 +167,8 @@ def build_serving_module(
         "channels": channels,
         "normalization": dict(normalization),
         "size_divisor": divisor,
+        "geometry": geometry.to_dict(),
+        "geometry_description": geometry.describe(),
         "padding": "bottom/right mirror (numpy 'symmetric') of the normalized image up to a multiple of "
                    "size_divisor; outputs cropped back",
         "from_logits": bool(from_logits),
@@ -168,7 +182,8 @@ def build_serving_module(
                                 "outputs": {"mask": "uint8 (B,H,W)", "probabilities": f"float32 (B,H,W,{k})"}},
             "metadata": {"inputs": {}, "outputs": {
                 "class_names": "string (K,)", "normalization": "string (JSON)", "channels": "int32",
-                "num_classes": "int32", "size_divisor": "int32", "info": "string (JSON model card)"}},
+                "num_classes": "int32", "size_divisor": "int32", "geometry": "string (JSON)",
+                "info": "string (JSON model card)"}},
         },
     }
     assert set(info["signatures"]) == set(SIGNATURE_NAMES)
@@ -179,6 +194,7 @@ def build_serving_module(
         normalization=normalization,
         channels=channels,
         size_divisor=divisor,
+        geometry=geometry,
         crf=crf_layer,
         from_logits=from_logits,
         info=info,
@@ -196,6 +212,7 @@ def export(
     crf: Any = None,
     tflite: bool = False,
     size_divisor: int | None = None,
+    geometry: Any = None,
     overwrite: bool = False,
     from_logits: bool = False,
     tflite_input_size: tuple[int, int] | None = None,
@@ -215,6 +232,9 @@ def export(
         tflite: also write float32 and dynamic-range quantized TFLite models.
         size_divisor: pad inputs to a multiple of this; default
             ``kerasseg.models.size_divisor(model)``.
+        geometry: how the model is applied to a whole image
+            (:class:`kerasseg.predict_graph.InferenceGeometry` or its dict, as
+            in ``model_info.json``); default the whole image at its own scale.
         overwrite: replace an existing ``path/<version>``.
         from_logits: the model outputs logits; the graph applies softmax/sigmoid.
         tflite_input_size: ``(H, W)`` of the TFLite model; default the model's
@@ -243,7 +263,7 @@ def export(
         )
     module = build_serving_module(
         model, class_names=class_names, normalization=normalization, crf=crf,
-        size_divisor=size_divisor, from_logits=from_logits, extra_info=extra_info,
+        size_divisor=size_divisor, geometry=geometry, from_logits=from_logits, extra_info=extra_info,
     )
     card = module.info
     os.makedirs(path, exist_ok=True)

@@ -1,28 +1,25 @@
-"""Inference on single images of any size: padding, sliding windows, TTA, I/O.
+"""Inference on single images of any size, and the image/mask I/O around it.
 
-The main entry point is :func:`predict_probabilities`, which takes one
+:func:`predict_probabilities` (and the reusable :class:`Predictor`) takes one
 ``(H, W, C)`` image (uint8, uint16 or float; ``(H, W)`` is read as one
 channel), normalizes it exactly as in training and returns float32
-``(H, W, K)`` class probabilities at the image's own resolution:
+``(H, W, K)`` class probabilities at the image's own resolution, applying the
+model the way it saw images in training (:class:`kerasseg.predict_graph.InferenceGeometry`,
+recorded in ``model_info.json``): resized to the training size and back,
+Gaussian-weighted sliding tiles of the training patch size at native scale, or
+the whole image padded to the network's stride. The TensorFlow code that does
+this is :func:`kerasseg.predict_graph.predict_normalized`, the same code the
+exported SavedModel runs, so ``kerasseg predict`` and a served model give the
+same masks. ``tta=True`` averages the probabilities of the image and its
+horizontal, vertical and double flips. :func:`predict_split` is the one loop
+over a converted split (``evaluate``, ``crf-tune``, benchmarks).
 
-* images are padded (reflection) up to a multiple of the model's stride
-  (:func:`kerasseg.models.size_divisor`) and the output cropped back;
-* with ``tile_size`` (or a model whose input size is fixed and smaller than
-  the image) the image goes through overlapping tiles, each prediction
-  weighted by a Gaussian centred on the tile (border pixels, which see less
-  context, count less) and the weighted sum divided by the summed weights;
-* ``tta=True`` averages the probabilities of the image and its horizontal,
-  vertical and double flips.
-
-Helpers read images (PNG/JPEG/TIFF, 8/16-bit, float TIFF), load models in
-Keras' safe mode, read the ``model_info.json`` stored beside a trained model,
-and write masks, overlays and probability maps.
+Helpers read images (PNG/JPEG/TIFF, 8/16-bit, float TIFF) and write masks,
+overlays and probability maps; loading models lives in :mod:`kerasseg.artifacts`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 from typing import Any, Sequence
 
@@ -41,7 +38,10 @@ __all__ = [
     "match_channels",
     "gaussian_weights",
     "tile_starts",
+    "resolve_geometry",
+    "Predictor",
     "predict_probabilities",
+    "predict_split",
     "probabilities_to_mask",
     "save_mask",
     "save_overlay",
@@ -51,168 +51,32 @@ __all__ = [
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-MODEL_INFO_FILENAME = "model_info.json"
 
 
-class InferenceError(ValueError):
-    """A user-caused inference problem (bad file, wrong channels, bad model)."""
-
-
-# --------------------------------------------------------------------------- models
-
-
-def _register_custom_objects() -> None:
-    """Import the modules whose layers/losses/metrics a saved model may reference.
-
-    Registration happens at import (``register_keras_serializable``); safe
-    mode still refuses arbitrary code such as ``Lambda`` layers.
-    """
-    import importlib
-
-    for name in ("kerasseg.layers", "kerasseg.models", "kerasseg.losses", "kerasseg.metrics"):
-        try:
-            module = importlib.import_module(name)
-        except ImportError:  # a module that does not exist cannot be referenced
-            continue
-        register_all = getattr(module, "register_all", None)
-        if callable(register_all):
-            register_all()
-
-
-def load_model(path: str | os.PathLike) -> Any:
-    """Load a ``.keras`` model with ``safe_mode=True`` (no code runs from the file).
-
-    Raises:
-        InferenceError: the file is missing, is not a ``.keras`` archive, or is
-            corrupt / needs unsafe deserialization; the message names the file.
-    """
-    import keras
-
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise InferenceError(f"{path}: model file not found")
-    if os.path.isdir(path):
-        raise InferenceError(
-            f"{path}: is a folder; expected a .keras model file (e.g. runs/x/best.keras)"
-        )
-    if not path.endswith(".keras"):
-        raise InferenceError(f"{path}: expected a .keras model file")
-    _register_custom_objects()
-    try:
-        return keras.models.load_model(path, safe_mode=True, compile=False)
-    except Exception as e:  # keras raises many types for a damaged archive
-        raise InferenceError(f"{path}: cannot load model (corrupt or unsafe .keras file: {e})") from e
+# Loading lives in kerasseg.artifacts (the owner of model_info.json); these names stay here
+# because scripts and the commands import them from kerasseg.inference.
+from kerasseg.artifacts import (  # noqa: E402
+    MODEL_INFO_FILENAME,
+    LoadedModel,
+    load_for_inference,
+    load_model,
+    model_input_channels,
+    read_model_info,
+)
+from kerasseg.errors import InferenceError  # noqa: E402
+from kerasseg.predict_graph import InferenceGeometry  # noqa: E402
 
 
 def load_model_info(model_path: str | os.PathLike) -> dict:
-    """The ``model_info.json`` beside ``model_path`` (``{}`` when there is none).
-
-    It holds ``class_names``, ``normalization``, ``input_channels``,
-    ``image_size``, ``num_classes`` and the ``crf`` settings of the run.
-    """
-    path = os.path.join(os.path.dirname(os.path.abspath(os.fspath(model_path))), MODEL_INFO_FILENAME)
-    if not os.path.exists(path):
-        return {}
-    try:
-        with open(path, encoding="utf-8") as f:
-            info = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise InferenceError(f"{path}: unreadable model info ({e})") from e
-    if not isinstance(info, dict):
-        raise InferenceError(f"{path}: model info must be a JSON object")
-    return info
-
-
-@dataclasses.dataclass
-class LoadedModel:
-    """A model with what inference needs to feed it like in training.
-
-    Attributes:
-        model: the Keras model.
-        path: the ``.keras`` file.
-        class_names: one name per output class.
-        normalization: resolved normalization dict (``None``: raw float32 input).
-        image_size: ``(h, w)`` of training examples, or ``None`` if unknown.
-        crf: dense-CRF parameters stored with the run (``{}`` = defaults).
-        info: the raw ``model_info.json`` content (``{}`` when absent).
-    """
-
-    model: Any
-    path: str
-    class_names: list
-    normalization: dict | None
-    image_size: tuple | None
-    crf: dict
-    info: dict
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-
-def load_for_inference(
-    path: str | os.PathLike,
-    *,
-    normalization: dict | str | None = None,
-    class_names: Sequence[str] | None = None,
-) -> LoadedModel:
-    """Load a model and its ``model_info.json``; explicit arguments override the file.
-
-    Without ``model_info.json`` and without ``normalization`` the image is
-    z-scored per image (the kerasseg default) and a note says so on stderr.
-
-    Raises:
-        InferenceError: missing/corrupt model, class names that do not match the
-            model's outputs.
-    """
-    import sys
-
-    model = load_model(path)
-    info = load_model_info(path)
-    if isinstance(normalization, str):
-        normalization = {"method": normalization}
-    if normalization is None:
-        normalization = info.get("normalization")
-        if normalization is None:
-            normalization = {"method": "zscore"}
-            print(f"note: no {MODEL_INFO_FILENAME} beside {os.fspath(path)}; normalizing with "
-                  "per-image z-score (pass --normalization to change)", file=sys.stderr)
-    outputs = model.outputs[0].shape[-1] if getattr(model, "outputs", None) else None
-    names = list(class_names) if class_names else list(info.get("class_names") or [])
-    if not names:
-        k = int(outputs or 2)
-        names = [f"class{i}" for i in range(max(k, 2))]
-    expected = max(int(outputs), 2) if outputs else len(names)
-    if len(names) != expected:
-        raise InferenceError(
-            f"{os.fspath(path)}: {len(names)} class names {names} but the model has {outputs} output channel(s)"
-        )
-    size = info.get("image_size")
-    return LoadedModel(
-        model=model,
-        path=os.fspath(path),
-        class_names=names,
-        normalization=normalization,
-        image_size=tuple(int(v) for v in size) if size else None,
-        crf=dict(info.get("crf") or {}),
-        info=info,
-    )
-
-
-def model_input_channels(model: Any) -> int | None:
-    shape = model.inputs[0].shape if getattr(model, "inputs", None) else model.input_shape
-    return None if shape[-1] is None else int(shape[-1])
+    """The ``model_info.json`` beside ``model_path`` as a dict (``{}`` when there is none)."""
+    info = read_model_info(model_path)
+    return info.to_dict() if info else {}
 
 
 def _model_divisor(model: Any) -> int:
-    try:
-        from kerasseg.models import size_divisor
-    except ImportError:
-        return 1
-    try:
-        return max(1, int(size_divisor(model)))
-    except Exception:
-        return 1
+    from kerasseg.artifacts import model_size_divisor
+
+    return model_size_divisor(model)
 
 
 # --------------------------------------------------------------------------- images
@@ -303,70 +167,98 @@ def list_images(inputs: Sequence[str | os.PathLike]) -> list[str]:
 
 
 def gaussian_weights(height: int, width: int, sigma_scale: float = 0.125) -> np.ndarray:
-    """``(height, width)`` float32 Gaussian centred on the tile, max 1.
+    """``(height, width)`` float32 Gaussian centred on a tile, max 1, floored at 1e-3
+    (the weights of :mod:`kerasseg.predict_graph`'s sliding window)."""
+    from kerasseg.predict_graph import gaussian_weights as weights
 
-    ``sigma = sigma_scale * size`` per axis; values are floored at 1e-3 so
-    every pixel keeps some weight.
-    """
-
-    def axis(n: int) -> np.ndarray:
-        x = np.arange(n, dtype=np.float64) - (n - 1) / 2.0
-        sigma = max(sigma_scale * n, 1e-6)
-        return np.exp(-0.5 * (x / sigma) ** 2)
-
-    w = np.outer(axis(height), axis(width))
-    w /= w.max()
-    return np.maximum(w, 1e-3).astype(np.float32)
+    return weights(height, width, sigma_scale)
 
 
 def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
-    """Start offsets covering ``[0, length)`` with tiles of ``tile`` overlapping by ``overlap``."""
-    if length <= tile:
-        return [0]
-    step = max(1, int(round(tile * (1.0 - overlap))))
-    starts = list(range(0, length - tile + 1, step))
-    if starts[-1] != length - tile:
-        starts.append(length - tile)
-    return starts
+    """Start offsets covering ``[0, length)`` with tiles of ``tile`` overlapping by ``overlap``
+    (the rule of :func:`kerasseg.predict_graph.tile_starts`; ``[0]`` when ``length <= tile``)."""
+    from kerasseg.predict_graph import tile_starts as starts
+
+    return [int(v) for v in np.asarray(starts(int(length), int(tile), float(overlap)))]
 
 
-def _round_up(value: int, divisor: int) -> int:
-    return -(-value // divisor) * divisor
+def resolve_geometry(
+    model: Any,
+    geometry: InferenceGeometry | dict | None = None,
+    *,
+    tile_size: int | Sequence[int] | None = None,
+    overlap: float | None = None,
+) -> InferenceGeometry:
+    """The geometry a prediction uses: ``tile_size`` (``0`` = whole image) overrides
+    ``geometry``; neither means the whole image; a fixed-size model gets tiles of its size."""
+    from kerasseg.artifacts import fit_geometry_to_model
+
+    if isinstance(geometry, dict):
+        geometry = InferenceGeometry.from_dict(geometry)
+    geometry = geometry or InferenceGeometry()
+    try:
+        if tile_size is not None:
+            geometry = geometry.with_tile(tile_size, overlap)
+        elif overlap is not None and geometry.mode == "tile":
+            geometry = InferenceGeometry(mode="tile", size=geometry.size, overlap=overlap)
+    except ValueError as e:
+        raise InferenceError(str(e)) from None
+    return fit_geometry_to_model(geometry, model)
 
 
-def _pad_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    ph, pw = height - image.shape[0], width - image.shape[1]
-    if ph == 0 and pw == 0:
-        return image
-    return np.pad(image, ((0, ph), (0, pw), (0, 0)), mode="symmetric")
+class Predictor:
+    """A model applied to whole images the way it was trained (one compiled graph).
 
+    ``Predictor(model, normalization=..., geometry=...)(image)`` normalizes one
+    ``(H, W, C)`` image (uint8, uint16 or float, any size) and returns float32
+    ``(H, W, K)`` probabilities, through :func:`kerasseg.predict_graph.predict_normalized`
+    — the code the exported SavedModel runs too. The graph is traced once for
+    any image size.
 
-def _forward(model: Any, batch: np.ndarray, tta: bool) -> np.ndarray:
-    """Model probabilities for ``(N, h, w, C)``; flips averaged when ``tta``."""
+    Args:
+        model: Keras model mapping ``(B, h, w, C)`` to ``(B, h, w, K)`` probabilities.
+        normalization: the resolved normalization dict of training (``None``:
+            raw float32 input).
+        geometry: :class:`~kerasseg.predict_graph.InferenceGeometry` (default: whole image).
+        tta: average the predictions of the four flips.
+    """
 
-    def run(x: np.ndarray) -> np.ndarray:
-        out = model(x, training=False)
-        if isinstance(out, (list, tuple)):
-            out = out[0]
-        if isinstance(out, dict):
-            out = next(iter(out.values()))
-        out = out.numpy() if hasattr(out, "numpy") else out
-        return np.array(out, dtype=np.float32)  # a writable copy
+    def __init__(self, model: Any, *, normalization: dict | None, geometry: InferenceGeometry | None = None,
+                 tta: bool = False):
+        import tensorflow as tf
 
-    if not tta:
-        return run(batch)
-    total = run(batch)
-    for axes in ((2,), (1,), (1, 2)):
-        total += np.flip(run(np.ascontiguousarray(np.flip(batch, axis=axes))), axis=axes)
-    return total / 4.0
+        from kerasseg.data.preprocess import normalize
+        from kerasseg.predict_graph import predict_normalized
 
+        self.model = model
+        self.normalization = dict(normalization) if normalization else None
+        self.geometry = resolve_geometry(model, geometry)
+        self.tta = bool(tta)
+        self.channels = model_input_channels(model)
+        divisor = _model_divisor(model)
+        outputs = int(model.outputs[0].shape[-1])
+        method = dict(self.normalization) if self.normalization else {"method": "none"}
 
-def _normalize(image: np.ndarray, normalization: dict | None) -> np.ndarray:
-    if not normalization:
-        return image.astype(np.float32)
-    from kerasseg.data.preprocess import normalize
+        def run(image: Any) -> Any:
+            x = tf.cast(normalize(image[tf.newaxis], method), tf.float32)
+            return predict_normalized(model, x, self.geometry, size_divisor=divisor, num_outputs=outputs,
+                                      tta=self.tta)[0]
 
-    return np.asarray(normalize(image, normalization), dtype=np.float32)
+        self._functions: dict[Any, Any] = {}
+        self._run = run
+        self._tf = tf
+
+    def _function(self, dtype: Any) -> Any:
+        if dtype not in self._functions:
+            spec = self._tf.TensorSpec([None, None, self.channels], dtype)
+            self._functions[dtype] = self._tf.function(self._run, input_signature=[spec])
+        return self._functions[dtype]
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        image = match_channels(np.asarray(image), self.channels)
+        if image.dtype not in (np.uint8, np.uint16):
+            image = image.astype(np.float32)
+        return np.array(self._function(self._tf.as_dtype(image.dtype))(image), dtype=np.float32)
 
 
 def predict_probabilities(
@@ -374,10 +266,10 @@ def predict_probabilities(
     image: np.ndarray,
     *,
     normalization: dict | None,
+    geometry: InferenceGeometry | dict | None = None,
     tile_size: int | Sequence[int] | None = None,
-    overlap: float = 0.5,
+    overlap: float | None = None,
     tta: bool = False,
-    batch_size: int = 4,
 ) -> np.ndarray:
     """Class probabilities of one image at its own resolution.
 
@@ -386,12 +278,13 @@ def predict_probabilities(
         image: ``(H, W, C)`` or ``(H, W)``, uint8/uint16/float, any size.
         normalization: the resolved normalization dict used in training
             (``kerasseg.data.preprocess.normalize``); ``None`` feeds raw float32.
-        tile_size: tile side (int) or ``(h, w)`` for sliding-window inference;
-            ``None`` runs the whole image at once unless the model has a fixed
-            input size, which then becomes the tile.
+        geometry: how the model was trained to see images
+            (``LoadedModel.geometry``, from ``model_info.json``); default: the
+            whole image at its own scale, padded to the network's stride.
+        tile_size: tile side (int) or ``(h, w)`` for sliding-window inference at
+            native scale, overriding ``geometry`` (``0``: the whole image).
         overlap: fraction of a tile shared with its neighbour, in ``[0, 1)``.
         tta: average the predictions of the four flips.
-        batch_size: tiles per forward pass.
 
     Returns:
         float32 ``(H, W, K)``.
@@ -399,47 +292,49 @@ def predict_probabilities(
     Raises:
         InferenceError: wrong channel count, bad tile/overlap values.
     """
-    if not 0.0 <= overlap < 1.0:
+    if overlap is not None and not 0.0 <= overlap < 1.0:
         raise InferenceError(f"overlap must be in [0, 1), got {overlap}")
+    if tile_size is not None:
+        sizes = (tile_size,) if isinstance(tile_size, int) else tuple(tile_size)
+        if any(int(v) < 0 for v in sizes) or (any(int(v) == 0 for v in sizes) and any(int(v) for v in sizes)):
+            raise InferenceError(f"tile size must be positive (or 0 for the whole image), got {tile_size}")
+    geometry = resolve_geometry(model, geometry, tile_size=tile_size, overlap=overlap)
     image = match_channels(np.asarray(image), model_input_channels(model))
-    height, width = image.shape[:2]
-    x = _normalize(image, normalization)
-    divisor = _model_divisor(model)
+    return Predictor(model, normalization=normalization, geometry=geometry, tta=tta)(image)
 
-    fixed = model.inputs[0].shape[1:3] if getattr(model, "inputs", None) else (None, None)
-    if tile_size is None and fixed[0] is not None and fixed[1] is not None:
-        tile_size = (int(fixed[0]), int(fixed[1]))
-    if tile_size is None:
-        padded = _pad_to(x, _round_up(height, divisor), _round_up(width, divisor))
-        probs = _forward(model, padded[None], tta)[0]
-        return np.ascontiguousarray(probs[:height, :width])
 
-    th, tw = (tile_size, tile_size) if isinstance(tile_size, int) else map(int, tile_size)
-    if th < 1 or tw < 1:
-        raise InferenceError(f"tile size must be positive, got {tile_size}")
-    if fixed[0] is None:
-        th, tw = _round_up(th, divisor), _round_up(tw, divisor)
-    elif (th, tw) != (int(fixed[0]), int(fixed[1])):
-        raise InferenceError(
-            f"this model takes fixed {int(fixed[0])}x{int(fixed[1])} inputs; tile size {th}x{tw} differs"
-        )
-    padded = _pad_to(x, max(height, th), max(width, tw))
-    ph, pw = padded.shape[:2]
-    weights = gaussian_weights(th, tw)[:, :, None]
-    acc = None
-    norm = np.zeros((ph, pw, 1), np.float32)
-    boxes = [(y, x0) for y in tile_starts(ph, th, overlap) for x0 in tile_starts(pw, tw, overlap)]
-    for i in range(0, len(boxes), max(1, batch_size)):
-        chunk = boxes[i : i + batch_size]
-        batch = np.stack([padded[y : y + th, x0 : x0 + tw] for y, x0 in chunk])
-        out = _forward(model, batch, tta)
-        if acc is None:
-            acc = np.zeros((ph, pw, out.shape[-1]), np.float32)
-        for (y, x0), probs in zip(chunk, out):
-            acc[y : y + th, x0 : x0 + tw] += probs * weights
-            norm[y : y + th, x0 : x0 + tw] += weights
-    result = acc / norm
-    return np.ascontiguousarray(result[:height, :width])
+def predict_split(
+    loaded: LoadedModel,
+    data_dir: str,
+    split: str,
+    *,
+    tta: bool = False,
+    crf: dict | None = None,
+    limit: int | None = None,
+) -> Any:
+    """Yield ``(example, probabilities)`` for every stored example of a split: the one loop
+    behind ``kerasseg evaluate``, ``crf-tune`` and the benchmarks.
+
+    ``example`` is a :func:`kerasseg.data.iterate_examples` dict (``image``,
+    ``mask``, ``source_id``, ``filename``); ``probabilities`` float32
+    ``(H, W, K)`` at the stored resolution, refined by the dense CRF when
+    ``crf`` holds its keyword arguments.
+    """
+    from kerasseg.data import iterate_examples
+
+    predictor = Predictor(loaded.model, normalization=loaded.normalization, geometry=loaded.geometry, tta=tta)
+    for index, example in enumerate(iterate_examples(data_dir, split)):
+        if limit is not None and index >= limit:
+            return
+        try:
+            probs = predictor(example["image"])
+        except InferenceError as e:
+            raise InferenceError(f"{data_dir} {example['source_id']}: {e}") from None
+        if crf is not None:
+            from kerasseg.postprocess import dense_crf
+
+            probs, _ = dense_crf(example["image"], probs, **crf)
+        yield example, probs
 
 
 def probabilities_to_mask(probabilities: np.ndarray, threshold: float = 0.5) -> np.ndarray:

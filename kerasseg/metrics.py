@@ -353,6 +353,19 @@ def metric_name_for_class(class_name: str, index: int) -> str:
     return safe or f"class{index}"
 
 
+def class_metric_names(class_names: Sequence[str]) -> list[str]:
+    """:func:`metric_name_for_class` of every class, made unique (``name_<index>`` on a clash)."""
+    used: set[str] = set()
+    out = []
+    for index, class_name in enumerate(class_names):
+        safe = metric_name_for_class(class_name, index)
+        if safe in used:
+            safe = f"{safe}_{index}"
+        used.add(safe)
+        out.append(safe)
+    return out
+
+
 def default_metrics(
     num_classes: int,
     class_names: Sequence[str] | None = None,
@@ -363,8 +376,8 @@ def default_metrics(
 ) -> list[keras.metrics.Metric]:
     """The metrics ``kerasseg train`` compiles with.
 
-    Returns, in order: ``mean_dice`` (monitored as ``val_mean_dice``),
-    ``mean_iou``, ``pixel_accuracy``, ``mean_sensitivity``, ``mean_specificity``,
+    Returns, in order: ``mean_dice``, ``foreground_dice`` (mean Dice over the
+    classes that are not background, :mod:`kerasseg.classes`), ``mean_iou``, ``pixel_accuracy``, ``mean_sensitivity``, ``mean_specificity``,
     ``mean_precision`` and, with ``per_class``, ``dice_<class>`` and
     ``iou_<class>`` for every class (names from ``metric_name_for_class``).
 
@@ -391,13 +404,11 @@ def default_metrics(
         Specificity(num_classes, name="mean_specificity", **common),
         Precision(num_classes, name="mean_precision", **common),
     ]
+    from kerasseg.classes import foreground_indices
+
+    metrics.insert(1, Dice(num_classes, class_ids=foreground_indices(class_names), name="foreground_dice", **common))
     if per_class:
-        used: set[str] = set()
-        for index, class_name in enumerate(class_names):
-            safe = metric_name_for_class(class_name, index)
-            if safe in used:
-                safe = f"{safe}_{index}"
-            used.add(safe)
+        for index, safe in enumerate(class_metric_names(class_names)):
             metrics.append(Dice(num_classes, class_id=index, name=f"dice_{safe}", **common))
             metrics.append(IoU(num_classes, class_id=index, name=f"iou_{safe}", **common))
     return metrics

@@ -10,10 +10,13 @@ would otherwise have to re-implement:
    mixed sizes in one encoded batch);
 2. the training normalization (:func:`kerasseg.data.preprocess.normalize` with
    the resolved normalization dict baked in as constants);
-3. padding the bottom/right edges of the normalized image up to a multiple of
-   the network's stride by mirroring (numpy's ``"symmetric"``, as
-   :func:`kerasseg.inference.predict_probabilities` does) and cropping the
-   outputs back;
+3. the model applied the way it saw images in training
+   (:func:`kerasseg.predict_graph.predict_normalized` with the stored
+   :class:`~kerasseg.predict_graph.InferenceGeometry`: resized to the training
+   size and back, Gaussian-weighted tiles at native scale, or the whole image
+   mirror-padded to the network's stride) — the same code as
+   :func:`kerasseg.inference.predict_probabilities`, so ``kerasseg predict`` and
+   the SavedModel give the same masks;
 4. optionally a dense CRF (:class:`kerasseg.layers.dense_crf.DenseCRF`)
    between the probabilities and the arg-max;
 5. the mask (arg-max, or ``p > 0.5`` for one-channel sigmoid models).
@@ -31,7 +34,8 @@ name                   inputs                                          outputs
 ``metadata``           none                                            ``class_names`` string ``(K,)``,
                                                                        ``normalization`` JSON string,
                                                                        ``channels``, ``num_classes``,
-                                                                       ``size_divisor`` int32, ``info``
+                                                                       ``size_divisor`` int32, ``geometry``
+                                                                       (JSON), ``info``
                                                                        (the whole model card as JSON)
 =====================  ==============================================  =====================================
 
@@ -91,29 +95,6 @@ def _check_encoded(data: tf.Tensor) -> tf.Tensor:
                           "Its length in bytes:")], tf.strings.length(data))
 
 
-def _round_up(value: tf.Tensor, divisor: int) -> tf.Tensor:
-    return (value + divisor - 1) // divisor * divisor
-
-
-def _symmetric_indices(size: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
-    """Indices ``0..target-1`` into an axis of ``size``, mirrored with edge repeat.
-
-    The same as numpy's ``mode="symmetric"`` (what :mod:`kerasseg.inference`
-    pads with), also when the padding exceeds the axis length, where
-    ``tf.pad(mode="SYMMETRIC")`` fails.
-    """
-    period = 2 * size
-    j = tf.math.floormod(tf.range(target), period)
-    return tf.where(j < size, j, period - 1 - j)
-
-
-def _pad_symmetric(x: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
-    """Pad ``(B,H,W,C)`` at the bottom/right to ``(B,height,width,C)`` by mirroring."""
-    shape = tf.shape(x)
-    x = tf.gather(x, _symmetric_indices(shape[1], height), axis=1)
-    return tf.gather(x, _symmetric_indices(shape[2], width), axis=2)
-
-
 def _crf_image(raw: tf.Tensor) -> tf.Tensor:
     """The image the CRF's appearance kernel sees: 0..255 float ``(B,H,W,C)``.
 
@@ -158,6 +139,9 @@ class SegmentationServingModule(tf.Module):
         normalization: the resolved normalization dict used in training.
         channels: channel count ``C`` the model expects.
         size_divisor: inputs are padded to a multiple of this (1 = no padding).
+        geometry: how the model is applied to a whole image
+            (:class:`kerasseg.predict_graph.InferenceGeometry`; default: the
+            whole image at its own scale).
         crf: optional Keras layer (``kerasseg.layers.dense_crf.DenseCRF``)
             applied as ``crf([image, probabilities])`` before the arg-max; the
             image is the raw input (uint8 as is, uint16 windowed to 0..255).
@@ -174,6 +158,7 @@ class SegmentationServingModule(tf.Module):
         normalization: Mapping[str, Any],
         channels: int,
         size_divisor: int = 1,
+        geometry: Any = None,
         crf: Any = None,
         from_logits: bool = False,
         info: Mapping[str, Any] | None = None,
@@ -192,6 +177,13 @@ class SegmentationServingModule(tf.Module):
         self._normalization_json = json.dumps(dict(normalization), sort_keys=True)
         self._channels = int(channels)
         self._size_divisor = int(size_divisor)
+        from kerasseg.predict_graph import InferenceGeometry
+
+        geometry = geometry or InferenceGeometry()
+        if isinstance(geometry, Mapping):
+            geometry = InferenceGeometry.from_dict(geometry)
+        self._geometry_json = json.dumps(geometry.to_dict(), sort_keys=True)
+        self._num_outputs = int(model.outputs[0].shape[-1])
         self._from_logits = bool(from_logits)
         self._normalize = _default_normalize()
         self._info_json = json.dumps(dict(info or {}), sort_keys=True, default=str)
@@ -205,6 +197,12 @@ class SegmentationServingModule(tf.Module):
     @property
     def size_divisor(self) -> int:
         return self._size_divisor
+
+    @property
+    def geometry(self) -> Any:
+        from kerasseg.predict_graph import InferenceGeometry
+
+        return InferenceGeometry.from_dict(json.loads(self._geometry_json))
 
     @property
     def class_names(self) -> list[str]:
@@ -243,16 +241,13 @@ class SegmentationServingModule(tf.Module):
         images = _guard(images, checks, shape)
         return tf.ensure_shape(images, [None, None, None, c])
 
-    def _predict_normalized(self, x: tf.Tensor, raw: tf.Tensor | None, *, use_crf: bool = True) -> dict[str, tf.Tensor]:
+    def _predict_normalized(self, x: tf.Tensor, raw: tf.Tensor | None, *, use_crf: bool = True,
+                            geometry: Any = None) -> dict[str, tf.Tensor]:
         """Model (+CRF) on normalized float ``x`` ``(B,H,W,C)``; ``raw`` is the input image batch."""
-        shape = tf.shape(x)
-        height, width = shape[1], shape[2]
-        d = self._size_divisor
-        if d > 1:
-            x = _pad_symmetric(x, _round_up(height, d), _round_up(width, d))
-        out = tf.cast(self.model(x, training=False), tf.float32)
-        if d > 1:
-            out = out[:, :height, :width, :]
+        from kerasseg.predict_graph import predict_normalized
+
+        out = predict_normalized(self.model, x, geometry or self.geometry, size_divisor=self._size_divisor,
+                                 num_outputs=self._num_outputs)
         if self._from_logits:
             out = tf.sigmoid(out) if out.shape[-1] == 1 else tf.nn.softmax(out, axis=-1)
         if self.crf is not None and use_crf:
@@ -337,6 +332,7 @@ class SegmentationServingModule(tf.Module):
             "channels": tf.constant(self._channels, tf.int32),
             "num_classes": tf.constant(len(self.class_names), tf.int32),
             "size_divisor": tf.constant(self._size_divisor, tf.int32),
+            "geometry": tf.constant(self._geometry_json),
             "info": tf.constant(self._info_json),
         }
 
@@ -364,9 +360,17 @@ class SegmentationServingModule(tf.Module):
         ``include_crf=False`` leaves the CRF out (its lattice needs ops TFLite lacks).
         """
 
+        from kerasseg.predict_graph import InferenceGeometry
+
+        geometry = self.geometry
+        if geometry.mode == "tile" and tuple(geometry.size) == (int(height), int(width)):
+            # one tile covering the whole input: the same probabilities without the
+            # sliding-window loop (whose while/scatter ops TFLite lacks)
+            geometry = InferenceGeometry(mode="whole")
+
         def _fixed(images: tf.Tensor) -> dict[str, tf.Tensor]:
             x = tf.cast(self._normalize(images, self.normalization), tf.float32)
-            return self._predict_normalized(x, images, use_crf=include_crf)
+            return self._predict_normalized(x, images, use_crf=include_crf, geometry=geometry)
 
         spec = tf.TensorSpec([1, int(height), int(width), self._channels], dtype, name="images")
         return tf.function(_fixed).get_concrete_function(spec)

@@ -27,6 +27,7 @@ import sys
 from typing import Any
 
 from kerasseg.cli import CommandError
+from kerasseg.commands._shared import add_geometry_flags, geometry_for, open_model_and_split, parse_normalization
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -47,11 +48,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="boundary accuracy: pixels within this distance of a true boundary (default 3)")
     parser.add_argument("--n-jobs", type=int, default=1, help="CRF worker processes (-1: all CPUs)")
     parser.add_argument("--tta", action="store_true", help="average predictions over flips")
-    parser.add_argument("--tile", type=int, default=None, metavar="SIZE",
-                        help="sliding-window tile size (default: the training size for larger images; 0 = off)")
-    parser.add_argument("--overlap", type=float, default=0.5, help="tile overlap fraction (default 0.5)")
-    parser.add_argument("--normalization", default=None,
-                        help="override the stored normalization (method name or YAML mapping)")
+    add_geometry_flags(parser)
     parser.add_argument("--limit", type=int, default=None, help="use only the first N examples")
 
 
@@ -104,10 +101,6 @@ def write_config(path: str, section: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kerasseg.commands.predict import parse_normalization, tile_for
-
-    if not 0.0 <= args.overlap < 1.0:
-        raise CommandError(f"--overlap must be in [0, 1), got {args.overlap}")
     if args.limit is not None and args.limit < 1:
         raise CommandError(f"--limit must be >= 1, got {args.limit}")
     if args.band < 0:
@@ -119,9 +112,8 @@ def run(args: argparse.Namespace) -> int:
     from kerasseg.postprocess import CRFConfigError, CRFError, CRFParams, expand_grid, tune_crf
     from kerasseg.postprocess.tuning import DEFAULT_GRID
 
-    from kerasseg.commands._model_and_data import open_model_and_split
-
     loaded, info, class_names = open_model_and_split(args.model, args.data, args.split, normalization)
+    loaded.geometry = geometry_for(loaded, args.tile, args.overlap)
     try:
         base = CRFParams.from_dict(loaded.crf or None, origin=f"{args.model} model_info.json crf")
         settings = expand_grid(grid if grid is not None else DEFAULT_GRID, base)
@@ -130,7 +122,6 @@ def run(args: argparse.Namespace) -> int:
 
     import tqdm
 
-    from kerasseg.data import iterate_examples
     from kerasseg.data.preprocess import NormalizationError
 
     total = int(info.splits[args.split])
@@ -139,25 +130,16 @@ def run(args: argparse.Namespace) -> int:
     images, probabilities, masks, names = [], [], [], []
     progress = tqdm.tqdm(total=total, desc=f"predict {args.split}", unit="image", file=sys.stderr)
     try:
-        for index, example in enumerate(iterate_examples(args.data, args.split)):
-            if index >= total:
-                break
-            image = example["image"]
-            try:
-                probs = inference.predict_probabilities(
-                    loaded.model, image, normalization=loaded.normalization,
-                    tile_size=tile_for(image.shape, args.tile, loaded.image_size),
-                    overlap=args.overlap, tta=args.tta,
-                )
-            except inference.InferenceError as e:
-                raise CommandError(f"{args.data} {example['source_id']}: {e}") from None
-            except NormalizationError as e:
-                raise CommandError(f"normalization: {e}") from None
-            images.append(image)
+        for example, probs in inference.predict_split(loaded, args.data, args.split, tta=args.tta, limit=total):
+            images.append(example["image"])
             probabilities.append(probs)
             masks.append(example["mask"])
             names.append(f"{args.data} {example['source_id']}")
             progress.update(1)
+    except inference.InferenceError as e:
+        raise CommandError(str(e)) from None
+    except NormalizationError as e:
+        raise CommandError(f"normalization: {e}") from None
     finally:
         progress.close()
     if not images:

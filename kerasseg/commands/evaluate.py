@@ -1,8 +1,9 @@
 """``kerasseg evaluate --model M --data D --split val``: full-resolution metrics.
 
 Runs the model on every example of a converted dataset split at its stored
-resolution (sliding window for images larger than the training size, as in
-``predict``), optionally refines with the dense CRF and/or flip TTA, and
+resolution, applied the way it was trained (the geometry in
+``model_info.json``, with the code ``predict`` and the SavedModel run),
+optionally refines with the dense CRF and/or flip TTA, and
 prints a table per class (IoU, Dice, sensitivity, specificity, HD95) with
 mean IoU and pixel accuracy. Writes the report as JSON (``--report``, default
 ``<model folder>/evaluation_<split>.json``) and CSV beside it.
@@ -12,43 +13,42 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from kerasseg.cli import CommandError
+from kerasseg.commands._shared import (
+    add_inference_flags,
+    crf_params,
+    geometry_for,
+    open_model_and_split,
+    parse_normalization,
+)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="trained model (.keras)")
     parser.add_argument("--data", required=True, help="converted dataset folder (with dataset.json)")
     parser.add_argument("--split", default="val", help="split to evaluate (default: val)")
-    parser.add_argument("--crf", action="store_true", help="refine with the dense CRF")
-    parser.add_argument("--tta", action="store_true", help="average predictions over flips")
+    add_inference_flags(parser)
     parser.add_argument("--report", default=None, help="JSON report path (CSV written beside it)")
     parser.add_argument("--csv", default=None, help="CSV path (default: the report path with .csv)")
-    parser.add_argument("--tile", type=int, default=None, metavar="SIZE",
-                        help="sliding-window tile size (default: the training size for larger images; 0 = off)")
-    parser.add_argument("--overlap", type=float, default=0.5, help="tile overlap fraction (default 0.5)")
     parser.add_argument("--spacing", type=float, nargs=2, default=None, metavar=("DY", "DX"),
                         help="pixel spacing for surface distances (default: pixels)")
-    parser.add_argument("--normalization", default=None,
-                        help="override the stored normalization (method name or YAML mapping)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples")
 
 
 def run(args: argparse.Namespace) -> int:
-    from kerasseg.commands.predict import crf_params, parse_normalization, tile_for
-
-    if not 0.0 <= args.overlap < 1.0:
-        raise CommandError(f"--overlap must be in [0, 1), got {args.overlap}")
+    if args.limit is not None and args.limit < 1:
+        raise CommandError(f"--limit must be >= 1, got {args.limit}")
     normalization = parse_normalization(args.normalization)
 
     from kerasseg import inference
 
-    from kerasseg.commands._model_and_data import open_model_and_split
-
     loaded, info, class_names = open_model_and_split(args.model, args.data, args.split, normalization)
+    loaded.geometry = geometry_for(loaded, args.tile, args.overlap)
     params = None
     if args.crf or loaded.crf.get("enabled"):
-        from kerasseg.postprocess import CRFConfigError, dense_crf
+        from kerasseg.postprocess import CRFConfigError
 
         try:
             params = crf_params(loaded.crf)
@@ -63,36 +63,28 @@ def run(args: argparse.Namespace) -> int:
 
     import tqdm
 
-    from kerasseg.data import iterate_examples
     from kerasseg.data.preprocess import NormalizationError
     from kerasseg.evaluation import SegmentationEvaluator
 
     evaluator = SegmentationEvaluator(
-        len(class_names), class_names, spacing=tuple(args.spacing) if args.spacing else None
+        len(class_names), class_names, spacing=tuple(args.spacing) if args.spacing else None,
+        ignore_index=info.ignore_index,
     )
     total = int(info.splits[args.split])
     if args.limit is not None:
         total = min(total, args.limit)
-    progress = tqdm.tqdm(total=total, desc=f"evaluate {args.split}", unit="image")
+    print(f"geometry: {loaded.geometry.describe()}", file=sys.stderr)
+    progress = tqdm.tqdm(total=total, desc=f"evaluate {args.split}", unit="image", file=sys.stderr)
     try:
-        for index, example in enumerate(iterate_examples(args.data, args.split)):
-            if index >= total:
-                break
-            image, truth = example["image"], example["mask"]
-            try:
-                probs = inference.predict_probabilities(
-                    loaded.model, image, normalization=loaded.normalization,
-                    tile_size=tile_for(image.shape, args.tile, loaded.image_size),
-                    overlap=args.overlap, tta=args.tta,
-                )
-            except inference.InferenceError as e:
-                raise CommandError(f"{args.data} {example['source_id']}: {e}") from None
-            except NormalizationError as e:
-                raise CommandError(f"normalization: {e}") from None
-            if params is not None:
-                probs, _ = dense_crf(image, probs, **params)
-            evaluator.update(truth, inference.probabilities_to_mask(probs))
+        for example, probs in inference.predict_split(loaded, args.data, args.split, tta=args.tta,
+                                                      crf=params, limit=total):
+            evaluator.update(example["mask"], inference.probabilities_to_mask(probs),
+                             name=example["source_id"])
             progress.update(1)
+    except inference.InferenceError as e:
+        raise CommandError(str(e)) from None
+    except NormalizationError as e:
+        raise CommandError(f"normalization: {e}") from None
     finally:
         progress.close()
 

@@ -23,6 +23,7 @@ import os
 import sys
 
 from kerasseg.cli import CommandError
+from kerasseg.commands._shared import parse_normalization
 
 # DenseCRF arguments that model_info.json's CRF settings (pydensecrf names) map to
 _DENSECRF_KEYS = ("iterations", "gaussian_sxy", "gaussian_compat", "bilateral_sxy", "bilateral_srgb", "bilateral_compat")
@@ -70,12 +71,8 @@ def _parse_mapping(text: str | None, flag: str) -> dict | None:
         value = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise CommandError(f"{flag}: not valid YAML/JSON ({e})") from None
-    if flag == "--normalization" and isinstance(value, str):
-        value = {"method": value}
     if not isinstance(value, dict):
         raise CommandError(f"{flag}: expected a mapping, got {value!r}")
-    if flag == "--normalization" and "method" not in value:
-        raise CommandError("--normalization: the mapping needs a 'method' key")
     return value
 
 
@@ -117,7 +114,7 @@ def _load_samples(inputs: list[str], channels: int):
 
 
 def run(args: argparse.Namespace) -> int:
-    normalization = _parse_mapping(args.normalization, "--normalization")
+    normalization = parse_normalization(args.normalization)
     crf_override = _parse_mapping(args.crf_params, "--crf-params")
     class_names = [c.strip() for c in args.class_names.split(",")] if args.class_names else None
     if class_names is not None and not all(class_names):
@@ -132,8 +129,7 @@ def run(args: argparse.Namespace) -> int:
         loaded = inference.load_for_inference(args.model, normalization=normalization, class_names=class_names)
     except inference.InferenceError as e:
         raise CommandError(str(e)) from None
-    info = loaded.info
-    stored_channels = info.get("channels", info.get("input_channels"))
+    stored_channels = loaded.info.channels if loaded.info else None
     model_channels = inference.model_input_channels(loaded.model)
     if stored_channels is not None and model_channels is not None and int(stored_channels) != model_channels:
         raise CommandError(
@@ -162,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
             loaded.model, args.out,
             class_names=loaded.class_names, normalization=loaded.normalization,
             version=version, crf=crf, tflite=args.tflite, size_divisor=args.size_divisor,
+            geometry=loaded.geometry,
             overwrite=args.overwrite, from_logits=args.from_logits,
             tflite_input_size=tflite_size, tflite_samples=samples, extra_info=extra,
         )

@@ -40,13 +40,22 @@ def run(args: argparse.Namespace) -> int:
 
     from kerasseg import training
     from kerasseg.data.preprocess import NormalizationError
+    from kerasseg.errors import KerasSegError
     from kerasseg.losses import LossSpecError
+    from kerasseg.models import ModelConfigError
     from kerasseg.schema import SchemaError
 
     try:
         result = training.fit(config, strategy=strategy)
-    except (training.TrainingError, SchemaError, NormalizationError, LossSpecError, ConfigError) as e:
+    except (training.TrainingError, SchemaError, NormalizationError, LossSpecError, ConfigError,
+            ModelConfigError, KerasSegError) as e:
         raise CommandError(f"{args.config}: {e}") from None
+    except OSError as e:  # a full disk, a read-only or vanished run folder
+        target = f" {e.filename}" if e.filename else ""
+        raise CommandError(
+            f"{args.config}: cannot write{target}: {e.strerror or e} (free disk space or choose another "
+            "run_dir; a rerun resumes from the last finished epoch)"
+        ) from None
     if distribute.is_chief(strategy):
         if result.best_model_path:
             print(f"best model: {result.best_model_path} ({result.monitor} {result.best_value:.4f}, "

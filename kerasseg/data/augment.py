@@ -18,8 +18,10 @@ background nor anything else; the image there is filled with the image's
 minimum intensity. ``fill_mask="background"`` labels them 0 instead.
 
 Intensity transforms (brightness, contrast, gamma, Gaussian noise, blur) work
-on the raw intensities (any range: uint8, uint16, CT units) relative to the
-image's own min..max range, and run before normalization.
+on intensities of any range relative to the image's own min..max range; in
+``load_dataset`` they run after normalization (which is computed on the whole
+stored image), so a brightness or contrast change survives into what the
+model sees instead of being undone by a per-image z-score.
 
 Configuration::
 
@@ -145,7 +147,13 @@ class AugmentConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(flat) - known)
         if unknown:
-            raise ValueError(f"augment: unknown keys {unknown}; valid keys: {sorted(known)}")
+            import difflib
+
+            hints = []
+            for key in unknown:
+                close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ValueError(f"augment: unknown key(s) {', '.join(hints)}; valid keys: {sorted(known)}")
         return dataclasses.replace(base(), **flat)
 
     def to_dict(self) -> dict[str, Any]:
@@ -183,7 +191,7 @@ def augment(image, mask, seed, config: AugmentConfig, *, ignore_index: int = 255
     """Apply ``config`` to one example.
 
     Args:
-        image: ``(H, W, C)`` float32 raw intensities.
+        image: ``(H, W, C)`` float32 intensities (any range).
         mask: ``(H, W)`` integer labels (``ignore_index`` = ignore).
         seed: ``[2]`` int seed (see :func:`element_seed`).
         config: an :class:`AugmentConfig`.

@@ -5,8 +5,11 @@ once per example before the cache)::
 
     shard files -> interleave(TFRecordDataset) -> parse + decode (uint8/uint16)
       -> [classical preprocessing hook] -> [cache] -> [shuffle] -> [repeat]
-      -> enumerate -> map(geometry, augment, normalize, masks + weights)
+      -> enumerate -> map(normalize, geometry, augment, masks + weights)
       -> batch -> prefetch
+
+Normalization runs on the whole stored image before the geometry (resize or
+crop), as :mod:`kerasseg.predict_graph` does at inference.
 
 Each element's random ops are keyed by ``(seed, running element index)`` with
 stateless ops, so the same seed gives the same batches (also across epochs
@@ -177,6 +180,10 @@ def _transform(plan: _Plan, index, ex: Mapping) -> dict:
     seed = augment_lib.element_seed(plan.seed, index)
     crop_seed, aug_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
 
+    # Normalize the whole stored image first: per-image statistics (zscore,
+    # minmax, percentile) then never depend on the crop, exactly as at inference
+    # (kerasseg.predict_graph), and intensity augmentation acts on top of them.
+    image = normalize(image, plan.normalization)
     if plan.geometry == "resize":
         image, mask = geometry_lib.resize(image, mask, plan.image_size)
     elif plan.geometry == "random_crop":
@@ -190,7 +197,6 @@ def _transform(plan: _Plan, index, ex: Mapping) -> dict:
 
     if plan.augment is not None and plan.augment.enabled:
         image, mask = augment_lib.augment(image, mask, aug_seed, plan.augment, ignore_index=plan.ignore_index)
-    image = normalize(image, plan.normalization)
 
     if plan.geometry == "pad":
         image = geometry_lib.pad_to_multiple(image, plan.size_divisor, constant_values=0.0)

@@ -41,7 +41,32 @@ class NormalizationError(ValueError):
     """A normalization config is malformed or lacks a required statistic."""
 
 
-def _check(config: Mapping[str, Any] | None) -> dict[str, Any]:
+# the keys each method reads (besides "method")
+_KEYS = {
+    "zscore": ("eps",),
+    "dataset": ("mean", "std", "eps"),
+    "minmax": ("min", "max", "eps", "source"),
+    "percentile": ("lower", "upper", "eps"),
+    "window": ("center", "width"),
+    "scale": ("max",),
+    "none": (),
+}
+
+
+def _nearest(word: str, candidates: Any) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(str(word), list(candidates), n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_normalization(config: Mapping[str, Any] | str | None) -> dict[str, Any]:
+    """Validate a normalization config's method and keys; return it as a dict.
+
+    Raises:
+        NormalizationError: not a mapping, an unknown method, or a key the
+            method does not read (with the nearest valid key).
+    """
     if config is None:
         config = DEFAULT_NORMALIZATION
     if isinstance(config, str):
@@ -50,10 +75,22 @@ def _check(config: Mapping[str, Any] | None) -> dict[str, Any]:
         raise NormalizationError(f"normalization must be a dict with a 'method' key, got {config!r}")
     method = config.get("method", "zscore")
     if method not in METHODS:
-        raise NormalizationError(f"unknown normalization method {method!r}; choose one of {METHODS}")
+        raise NormalizationError(f"unknown normalization method {method!r}{_nearest(method, METHODS)}; "
+                                 f"choose one of {METHODS}")
+    allowed = ("method", *_KEYS[method])
+    for key in config:
+        if key not in allowed:
+            every = {k for keys in _KEYS.values() for k in keys} | {"method"}
+            hint = _nearest(key, allowed) or _nearest(key, every)
+            raise NormalizationError(
+                f"unknown key {key!r} for method {method!r}{hint}; it takes {', '.join(allowed)}"
+            )
     out = dict(config)
     out["method"] = method
     return out
+
+
+_check = check_normalization
 
 
 def normalize(image, config: Mapping[str, Any] | None = None):
@@ -206,4 +243,5 @@ def _as_list(value: Any) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-__all__ = ["DEFAULT_NORMALIZATION", "METHODS", "NormalizationError", "normalize", "resolve_normalization"]
+__all__ = ["DEFAULT_NORMALIZATION", "METHODS", "NormalizationError", "check_normalization", "normalize",
+           "resolve_normalization"]

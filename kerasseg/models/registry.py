@@ -69,20 +69,32 @@ def build(name: str, *, input_shape: Sequence[int | None], num_classes: int, **k
         ModelConfigError: unknown name (with the nearest match), unknown or
             invalid arguments, input size not divisible by the network's stride.
     """
-    builder = get_builder(name)
-    import inspect
-
-    from kerasseg.layers import register_all
+    builder = check_options(name, kwargs)
+    from kerasseg.registration import register_all
 
     register_all()  # so that models saved from this process reload without custom_objects
+    return builder(input_shape=input_shape, num_classes=num_classes, **kwargs)
 
+
+def check_options(name: str, options: Any) -> Callable[..., Any]:
+    """Check builder keyword arguments without building; return the builder.
+
+    Raises:
+        ModelConfigError: unknown model name, options that are not a mapping, or
+            an argument the builder does not take (with the nearest valid one).
+    """
+    import inspect
+
+    builder = get_builder(name)
+    if not isinstance(options, dict):
+        raise ModelConfigError(f"{name}: options must be a mapping of builder arguments, got {options!r}")
     params = inspect.signature(builder).parameters
-    unknown = [k for k in kwargs if k not in params or k.startswith("_")]
+    unknown = [k for k in options if k not in params or k.startswith("_") or k in ("input_shape", "num_classes")]
     if unknown:
         valid = [p for p in params if not p.startswith("_") and p not in ("input_shape", "num_classes")]
         hints = []
         for k in unknown:
-            close = difflib.get_close_matches(k, valid, n=1)
+            close = difflib.get_close_matches(str(k), valid, n=1)
             hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise ModelConfigError(f"{name}: unknown argument(s) {', '.join(hints)}; valid: {', '.join(valid)}")
-    return builder(input_shape=input_shape, num_classes=num_classes, **kwargs)
+    return builder

@@ -88,8 +88,9 @@ def size_divisor(model: keras.Model) -> int:
 
 
 def load_model(path: Any, **kwargs: Any) -> keras.Model:
-    """``keras.saving.load_model`` with every kerasseg layer registered first (no ``custom_objects``)."""
-    from kerasseg.layers import register_all
+    """``keras.saving.load_model`` with every kerasseg layer, loss, metric and schedule
+    registered first (no ``custom_objects``)."""
+    from kerasseg.registration import register_all
 
     register_all()
     return keras.saving.load_model(path, **kwargs)

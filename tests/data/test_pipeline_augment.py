@@ -160,7 +160,7 @@ def test_config_from_dict_nested_and_flat_agree():
 @pytest.mark.parametrize(
     "bad, message",
     [
-        ({"flip": 0.5}, "unknown keys"),
+        ({"flip": 0.5}, "unknown key"),
         ({"hflip": 1.5}, "outside"),
         ({"gamma_range": [2.0, 1.0]}, "gamma_range"),
         ({"fill_mask": "zero"}, "fill_mask"),

@@ -69,8 +69,8 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(dataset, tmp_path):
 
 
 def test_mirrored_validation_split_that_does_not_divide_between_replicas(tmp_path):
-    """5 validation images, global batch 4: Keras 3.15 fails on the uneven last batch
-    unless it is padded with zero-weight examples, which must not change the metrics."""
+    """5 validation images, global batch 4: validation scores whole images one by one
+    outside the replicas (as ``kerasseg evaluate`` does), so an uneven split is fine."""
     uneven = helpers.write_dataset(tmp_path / "data", splits={"train": 8, "val": 5})
     proc = subprocess.run(
         [sys.executable, "-c", MIRRORED_SCRIPT, str(uneven), str(tmp_path), os.path.dirname(__file__)],
@@ -82,31 +82,6 @@ def test_mirrored_validation_split_that_does_not_divide_between_replicas(tmp_pat
     assert two["replicas"] == 2
     # per-replica BatchNorm statistics differ (batch 2 vs 4), so the models differ slightly
     assert two["val_mean_dice"] == pytest.approx(one["val_mean_dice"], rel=0.05)
-
-
-def test_zero_weight_padding_leaves_validation_metrics_unchanged(dataset):
-    import numpy as np
-
-    from kerasseg import metrics, training
-    from kerasseg.data import load_dataset
-
-    plain = load_dataset(str(dataset), "val", image_size=(32, 32), batch_size=3)
-    padded = training._pad_to_full_batches(plain, 4, 3)
-    batches = list(padded.as_numpy_iterator())
-    assert [b[0].shape[0] for b in batches] == [3, 3]
-    assert not batches[-1][2][1:].any()  # the two padding examples weigh nothing
-    rng = np.random.default_rng(0)
-    scores = []
-    for ds in (plain, padded):
-        metric = metrics.MeanDice(num_classes=2)
-        rng = np.random.default_rng(0)
-        for images, masks, weights in ds.as_numpy_iterator():
-            predictions = rng.random(masks.shape + (2,)).astype("float32")
-            if ds is padded and images.shape[0] == 3 and not weights[1:].any():
-                predictions[1:] = 0.5  # whatever the model says on padding must not count
-            metric.update_state(masks, predictions, sample_weight=weights)
-        scores.append(float(metric.result()))
-    assert scores[0] == pytest.approx(scores[1], abs=1e-6)
 
 
 def test_multi_worker_two_processes_train_one_epoch(dataset, tmp_path):
@@ -184,7 +159,9 @@ def test_killed_run_resumes_from_its_last_finished_epoch(dataset, tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
     resumed = int(re.search(r"resuming after epoch (\d+)", second.stderr).group(1))
-    assert resumed >= finished >= 2  # not from epoch 0
+    # not from epoch 0; the backup is written after the history row, so a kill between the
+    # two repeats at most the one epoch whose backup was not yet complete
+    assert finished - 1 <= resumed <= finished and resumed >= 1
     # the second run only ran the remaining epochs
     ran = [int(m) for m in re.findall(r"^Epoch (\d+)/6", second.stdout, flags=re.M)]
     assert ran == list(range(resumed + 1, 7))

@@ -46,7 +46,7 @@ def trained(dataset, tmp_path_factory):
 def test_run_folder_holds_everything(trained):
     config, result = trained
     run = pathlib.Path(result.run_dir)
-    assert {"config.yaml", "history.csv", "best.keras", "best.json", "model_info.json",
+    assert {"config.yaml", "history.csv", "best.keras", "last.keras", "best.json", "model_info.json",
             "learning_curves.png", "logs"} <= {p.name for p in run.iterdir()}
     assert not (run / "backup").exists()  # a finished run leaves no backup
     # resolved config: every default written, loads back to the same config
@@ -56,14 +56,16 @@ def test_run_folder_holds_everything(trained):
     with open(run / "history.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
-    assert {"loss", "val_loss", "val_mean_dice", "learning_rate"} <= set(rows[0])
+    assert {"loss", "val_loss", "val_mean_dice", "val_foreground_dice", "val_dice_disk", "learning_rate"} <= set(rows[0])
     # the cosine schedule decays the logged learning rate
     rates = [float(r["learning_rate"]) for r in rows]
     assert rates[0] > rates[-1] >= 0.0003 - 1e-9
-    # best.keras is the epoch with the highest validation Dice
-    dice = [float(r["val_mean_dice"]) for r in rows]
+    # best.keras is the epoch with the highest foreground validation Dice (ties: the later epoch)
+    dice = [float(r["val_foreground_dice"]) for r in rows]
+    assert dice == [float(r["val_dice_disk"]) for r in rows]  # one foreground class
     best = json.loads((run / "best.json").read_text())
-    assert best["epoch"] == int(np.argmax(dice)) + 1 == result.best_epoch
+    assert best["epoch"] == len(dice) - int(np.argmax(dice[::-1])) == result.best_epoch
+    assert best["monitor"] == "val_foreground_dice"
     assert best["value"] == pytest.approx(max(dice))
     assert result.best_value > 0.8  # it learned the disk
     assert [e for e in (run / "logs" / "train").iterdir() if "tfevents" in e.name]
@@ -76,7 +78,9 @@ def test_model_info_records_what_inference_needs(trained, dataset):
     info = json.loads((pathlib.Path(result.run_dir) / "model_info.json").read_text())
     assert info["class_names"] == ["background", "disk"]
     assert info["normalization"]["method"] == "zscore" and "eps" in info["normalization"]
-    assert info["input_channels"] == 1 and info["image_size"] == [32, 32]
+    assert info["version"] == 2 and info["channels"] == 1 and info["image_size"] == [32, 32]
+    assert info["geometry"] == {"mode": "resize", "size": [32, 32], "overlap": 0.5}
+    assert info["monitor"] == "val_foreground_dice"
     assert info["crf"]["iterations"] == 5
 
 
@@ -129,15 +133,12 @@ def test_cosine_and_warmup_and_constant():
 # ----------------------------------------------------------------------------- fine-tuning, precision
 
 
-def test_two_phase_fine_tuning_freezes_then_unfreezes_the_encoder(dataset, tmp_path):
+def _spy_on_epochs(monkeypatch, seen):
+    """Record (encoder frozen?, learning rate) at the start of every epoch, through the
+    TensorBoard slot of the run's callback list."""
     import keras
 
-    config = from_dict(helpers.tiny_config(
-        dataset, tmp_path / "ft", training={"epochs": 2, "steps_per_epoch": 2},
-        finetune={"frozen_epochs": 1, "learning_rate_factor": 0.1},
-        optimizer={"learning_rate": 0.01},
-    ))
-    seen = {}
+    from kerasseg.training import callbacks as run_callbacks
 
     class Spy(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -148,16 +149,45 @@ def test_two_phase_fine_tuning_freezes_then_unfreezes_the_encoder(dataset, tmp_p
                 float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
             )
 
-    original = training.tensorboard_callback
-    training.tensorboard_callback = lambda log_dir: Spy()
-    try:
-        config.callbacks.tensorboard = True
-        result = training.fit(config)
-    finally:
-        training.tensorboard_callback = original
+    monkeypatch.setattr(run_callbacks, "tensorboard_callback", lambda log_dir: Spy())
+
+
+def test_two_phase_fine_tuning_freezes_then_unfreezes_a_pretrained_encoder(dataset, tmp_path, monkeypatch):
+    import keras
+
+    reference = keras.applications.MobileNetV2(include_top=False, weights=None, alpha=0.35,
+                                               input_shape=(None, None, 3))
+    weights = tmp_path / "mobilenetv2.weights.h5"
+    reference.save_weights(weights)
+    config = from_dict(helpers.tiny_config(
+        dataset, tmp_path / "ft", training={"epochs": 2, "steps_per_epoch": 2},
+        model={"name": "deeplabv3plus", "options": {
+            "backbone": "mobilenetv2", "alpha": 0.35, "encoder_weights": str(weights),
+            "aspp_filters": 8, "decoder_filters": 8, "low_level_filters": 8}},
+        finetune={"frozen_epochs": 1, "learning_rate_factor": 0.1},
+        optimizer={"learning_rate": 0.01},
+        callbacks={"tensorboard": True},
+    ))
+    seen = {}
+    _spy_on_epochs(monkeypatch, seen)
+    result = training.fit(config)
     assert seen[0] == (True, pytest.approx(0.01))       # phase 1: encoder frozen, full rate
     assert seen[1] == (False, pytest.approx(0.001))     # phase 2: everything trains at rate x 0.1
     assert result.history["epoch"] == [0.0, 1.0]
+
+
+def test_freezing_an_encoder_without_pretrained_weights_is_refused_loudly(dataset, tmp_path, monkeypatch, capsys):
+    config = from_dict(helpers.tiny_config(
+        dataset, tmp_path / "scratch", training={"epochs": 2, "steps_per_epoch": 2},
+        finetune={"frozen_epochs": 1}, optimizer={"learning_rate": 0.01}, callbacks={"tensorboard": True},
+    ))
+    seen = {}
+    _spy_on_epochs(monkeypatch, seen)
+    training.fit(config)
+    err = capsys.readouterr().err
+    assert "finetune.frozen_epochs=1 ignored" in err and "encoder_weights" in err
+    # one phase: nothing frozen, the full learning rate from the first epoch
+    assert seen[0] == (False, pytest.approx(0.01)) and seen[1] == (False, pytest.approx(0.01))
 
 
 def test_mixed_bfloat16_on_cpu_trains_and_restores_the_policy(dataset, tmp_path):

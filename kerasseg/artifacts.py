@@ -1,0 +1,334 @@
+"""``model_info.json``: what a trained model needs to be fed like in training, and loading it.
+
+``kerasseg train`` writes ``model_info.json`` beside ``best.keras`` and
+``last.keras``; ``evaluate``, ``predict``, ``export`` and the Python API read it
+through :func:`load_for_inference`. :class:`ModelInfo` is its one owner (as
+:mod:`kerasseg.schema` owns ``dataset.json``). Version 2 holds:
+
+==================  ==========================================================
+key                 meaning
+==================  ==========================================================
+``version``         format version (2)
+``class_names``     one name per class, in class-id order
+``num_classes``     number of classes
+``normalization``   the resolved normalization dict of training
+``channels``        input channels the model takes
+``image_dtype``     ``uint8`` / ``uint16``: what the training images were
+``image_size``      ``[height, width]`` of training examples
+``geometry``        how the model is applied to a whole image
+                    (:class:`kerasseg.predict_graph.InferenceGeometry`)
+``ignore_index``    label of ignored pixels (255)
+``model``           architecture name (``kerasseg.models.build`` name)
+``crf``             dense-CRF parameters of the run
+``dataset``         the dataset folder trained on
+``monitor``         the validation metric that chose ``best.keras``
+==================  ==========================================================
+
+Files of version 1 (no ``version`` key, ``input_channels`` beside
+``channels``, no ``geometry``) are read too: their models ran on images larger
+than the training size in tiles of that size, which is ``tile`` geometry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from typing import Any, Mapping, Sequence
+
+from kerasseg.errors import ArtifactError
+from kerasseg.predict_graph import InferenceGeometry
+
+MODEL_INFO_FILENAME = "model_info.json"
+MODEL_INFO_VERSION = 2
+
+
+@dataclasses.dataclass
+class ModelInfo:
+    """The contents of ``model_info.json`` (see the module docstring)."""
+
+    class_names: list[str]
+    normalization: dict | None = None
+    channels: int | None = None
+    image_dtype: str = "uint8"
+    image_size: tuple[int, int] | None = None
+    geometry: InferenceGeometry = dataclasses.field(default_factory=InferenceGeometry)
+    ignore_index: int = 255
+    model: str = ""
+    crf: dict = dataclasses.field(default_factory=dict)
+    dataset: str = ""
+    monitor: str = ""
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serializable form (what :meth:`write` stores)."""
+        out = dict(self.extra)
+        out.update({
+            "version": MODEL_INFO_VERSION,
+            "class_names": list(self.class_names),
+            "num_classes": self.num_classes,
+            "normalization": self.normalization,
+            "channels": self.channels,
+            "image_dtype": self.image_dtype,
+            "image_size": list(self.image_size) if self.image_size else None,
+            "geometry": self.geometry.to_dict(),
+            "ignore_index": self.ignore_index,
+            "model": self.model,
+            "crf": dict(self.crf),
+            "dataset": self.dataset,
+            "monitor": self.monitor,
+        })
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, origin: str = MODEL_INFO_FILENAME) -> "ModelInfo":
+        """Parse version 2 or version 1 content; raise :class:`ArtifactError` naming ``origin``."""
+        if not isinstance(data, Mapping):
+            raise ArtifactError(f"{origin}: model info must be a JSON object, got {type(data).__name__}")
+        version = data.get("version", 1)
+        if not isinstance(version, int) or version > MODEL_INFO_VERSION:
+            raise ArtifactError(
+                f"{origin}: model info version {version!r} is newer than this kerasseg understands "
+                f"({MODEL_INFO_VERSION}); upgrade kerasseg"
+            )
+        names = data.get("class_names") or []
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ArtifactError(f"{origin}: class_names must be a list of strings, got {names!r}")
+        size = data.get("image_size")
+        image_size = tuple(int(v) for v in size) if size else None
+        try:
+            if data.get("geometry"):
+                geometry = InferenceGeometry.from_dict(data["geometry"])
+            elif image_size:  # version 1: tiles of the training size on larger images
+                geometry = InferenceGeometry(mode="tile", size=image_size)
+            else:
+                geometry = InferenceGeometry()
+        except (TypeError, ValueError) as e:
+            raise ArtifactError(f"{origin}: geometry: {e}") from None
+        channels = data.get("channels", data.get("input_channels"))
+        known = {"version", "class_names", "num_classes", "normalization", "channels", "input_channels",
+                 "image_dtype", "image_size", "geometry", "ignore_index", "model", "crf", "dataset", "monitor"}
+        return cls(
+            class_names=list(names),
+            normalization=data.get("normalization"),
+            channels=int(channels) if channels is not None else None,
+            image_dtype=str(data.get("image_dtype", "uint8")),
+            image_size=image_size,
+            geometry=geometry,
+            ignore_index=int(data.get("ignore_index", 255)),
+            model=str(data.get("model", "")),
+            crf=dict(data.get("crf") or {}),
+            dataset=str(data.get("dataset", "")),
+            monitor=str(data.get("monitor", "")),
+            extra={k: v for k, v in data.items() if k not in known},
+        )
+
+    def write(self, folder: str | os.PathLike) -> str:
+        """Write ``folder/model_info.json`` atomically; return its path."""
+        path = os.path.join(os.fspath(folder), MODEL_INFO_FILENAME)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+        return path
+
+
+def model_info_path(model_path: str | os.PathLike) -> str:
+    """Where the ``model_info.json`` of a ``.keras`` file lives (its folder)."""
+    return os.path.join(os.path.dirname(os.path.abspath(os.fspath(model_path))), MODEL_INFO_FILENAME)
+
+
+def read_model_info(model_path: str | os.PathLike) -> ModelInfo | None:
+    """The :class:`ModelInfo` beside ``model_path`` (``None`` when there is none).
+
+    Raises:
+        ArtifactError: the file exists but is unreadable or malformed.
+    """
+    path = model_info_path(model_path)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{path}: unreadable model info ({e})") from e
+    return ModelInfo.from_dict(data, origin=path)
+
+
+# --------------------------------------------------------------------------- models
+
+
+def load_model(path: str | os.PathLike, *, compile: bool = False) -> Any:
+    """Load a ``.keras`` model with ``safe_mode=True`` (no code runs from the file).
+
+    Every kerasseg layer, loss, metric and schedule is registered first, so no
+    ``custom_objects`` are needed.
+
+    Raises:
+        ArtifactError: the file is missing, is not a ``.keras`` archive, or is
+            corrupt / needs unsafe deserialization; the message names the file.
+    """
+    import keras
+
+    from kerasseg.registration import register_all
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ArtifactError(f"{path}: model file not found")
+    if os.path.isdir(path):
+        raise ArtifactError(f"{path}: is a folder; expected a .keras model file (e.g. runs/x/best.keras)")
+    if not path.endswith(".keras"):
+        raise ArtifactError(f"{path}: expected a .keras model file")
+    register_all()
+    try:
+        return keras.models.load_model(path, safe_mode=True, compile=compile)
+    except Exception as e:  # keras raises many types for a damaged archive
+        raise ArtifactError(f"{path}: cannot load model (corrupt or unsafe .keras file: {e})") from e
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A model with what inference needs to feed it like in training.
+
+    Attributes:
+        model: the Keras model.
+        path: the ``.keras`` file.
+        class_names: one name per output class.
+        normalization: resolved normalization dict (``None``: raw float32 input).
+        geometry: how the model is applied to a whole image.
+        image_size: ``(h, w)`` of training examples, or ``None`` if unknown.
+        crf: dense-CRF parameters stored with the run (``{}`` = defaults).
+        info: the :class:`ModelInfo` (``None`` when there is no ``model_info.json``).
+    """
+
+    model: Any
+    path: str
+    class_names: list
+    normalization: dict | None
+    geometry: InferenceGeometry
+    image_size: tuple | None
+    crf: dict
+    info: ModelInfo | None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def channels(self) -> int | None:
+        return model_input_channels(self.model)
+
+    @property
+    def size_divisor(self) -> int:
+        return model_size_divisor(self.model)
+
+
+def model_input_channels(model: Any) -> int | None:
+    """Input channels of a Keras model (``None`` when unknown)."""
+    shape = model.inputs[0].shape if getattr(model, "inputs", None) else model.input_shape
+    return None if shape[-1] is None else int(shape[-1])
+
+
+def model_size_divisor(model: Any) -> int:
+    """The multiple input height and width must be (1 when it cannot be computed)."""
+    try:
+        from kerasseg.models import size_divisor
+    except ImportError:
+        return 1
+    try:
+        return max(1, int(size_divisor(model)))
+    except Exception:  # a model whose graph cannot be walked: no padding
+        return 1
+
+
+def fixed_input_size(model: Any) -> tuple[int, int] | None:
+    """``(h, w)`` when the model only takes one input size, else ``None``."""
+    shape = model.inputs[0].shape if getattr(model, "inputs", None) else (None, None, None)
+    if len(shape) == 4 and shape[1] is not None and shape[2] is not None:
+        return int(shape[1]), int(shape[2])
+    return None
+
+
+def fit_geometry_to_model(geometry: InferenceGeometry, model: Any) -> InferenceGeometry:
+    """``geometry``, adjusted for a model whose input size is fixed (tiles or resizing of that size)."""
+    fixed = fixed_input_size(model)
+    if fixed is None:
+        return geometry
+    if geometry.mode == "resize":
+        return InferenceGeometry(mode="resize", size=fixed)
+    return InferenceGeometry(mode="tile", size=fixed, overlap=geometry.overlap)
+
+
+def load_for_inference(
+    path: str | os.PathLike,
+    *,
+    normalization: dict | str | None = None,
+    class_names: Sequence[str] | None = None,
+    geometry: InferenceGeometry | None = None,
+) -> LoadedModel:
+    """Load a model and its ``model_info.json``; explicit arguments override the file.
+
+    Without ``model_info.json`` and without ``normalization`` the image is
+    z-scored per image (the kerasseg default) and a note says so on stderr;
+    the geometry is then ``whole`` (the image at its own scale).
+
+    Raises:
+        ArtifactError: missing/corrupt model or model info, class names that do
+            not match the model's outputs.
+    """
+    model = load_model(path)
+    info = read_model_info(path)
+    if isinstance(normalization, str):
+        normalization = {"method": normalization}
+    if normalization is None:
+        normalization = info.normalization if info else None
+        if normalization is None:
+            normalization = {"method": "zscore"}
+            print(f"note: no {MODEL_INFO_FILENAME} beside {os.fspath(path)}; normalizing with "
+                  "per-image z-score (pass --normalization to change)", file=sys.stderr)
+    outputs = model.outputs[0].shape[-1] if getattr(model, "outputs", None) else None
+    names = list(class_names) if class_names else list(info.class_names if info else [])
+    if not names:
+        k = int(outputs or 2)
+        names = [f"class{i}" for i in range(max(k, 2))]
+    expected = max(int(outputs), 2) if outputs else len(names)
+    if len(names) != expected:
+        raise ArtifactError(
+            f"{os.fspath(path)}: {len(names)} class names {names} but the model has {outputs} output channel(s)"
+        )
+    if geometry is None:
+        geometry = info.geometry if info else InferenceGeometry()
+    return LoadedModel(
+        model=model,
+        path=os.fspath(path),
+        class_names=names,
+        normalization=normalization,
+        geometry=fit_geometry_to_model(geometry, model),
+        image_size=info.image_size if info else None,
+        crf=dict(info.crf) if info else {},
+        info=info,
+    )
+
+
+__all__ = [
+    "MODEL_INFO_FILENAME",
+    "MODEL_INFO_VERSION",
+    "ArtifactError",
+    "ModelInfo",
+    "model_info_path",
+    "read_model_info",
+    "load_model",
+    "LoadedModel",
+    "model_input_channels",
+    "model_size_divisor",
+    "fixed_input_size",
+    "fit_geometry_to_model",
+    "load_for_inference",
+]
