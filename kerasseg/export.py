@@ -38,6 +38,10 @@ TFLITE_FLOAT32 = "model_float32.tflite"
 TFLITE_DYNAMIC_RANGE = "model_dynamic_range.tflite"
 TFLITE_REPORT = "report.json"
 DEFAULT_TFLITE_SIZE = 256
+# A whole image through the model at once costs far more per pixel than tiles or a
+# resize to the training size (6.5 GB measured at 8000x8000 for a 4-filter U-Net):
+# the serving pixel limit of models with "whole" geometry is this unless given.
+WHOLE_IMAGE_SERVING_PIXELS = 16_000_000
 
 
 class ExportError(ValueError):
@@ -126,6 +130,7 @@ def build_serving_module(
     geometry: Any = None,
     from_logits: bool = False,
     extra_info: Mapping[str, Any] | None = None,
+    max_pixels: int | None = None,
 ):
     """Validate the inputs and build a :class:`~kerasseg.serving.SegmentationServingModule`."""
     from kerasseg import __version__
@@ -157,6 +162,14 @@ def build_serving_module(
         except (TypeError, ValueError) as e:
             raise ExportError(f"geometry: {e}") from None
     geometry = fit_geometry_to_model(geometry, model)
+    if max_pixels is None:
+        from kerasseg.image_limits import max_pixels as default_limit
+
+        max_pixels = default_limit()
+        if geometry.mode == "whole":
+            max_pixels = min(max_pixels, WHOLE_IMAGE_SERVING_PIXELS)
+    if isinstance(max_pixels, bool) or int(max_pixels) < 1:
+        raise ExportError(f"max_pixels must be a positive number of pixels, got {max_pixels!r}")
     info = {
         "format": "kerasseg-savedmodel",
         "kerasseg_version": __version__,
@@ -168,6 +181,7 @@ def build_serving_module(
         "normalization": dict(normalization),
         "size_divisor": divisor,
         "geometry": geometry.to_dict(),
+        "max_pixels": int(max_pixels),
         "geometry_description": geometry.describe(),
         "padding": "bottom/right mirror (numpy 'symmetric') of the normalized image up to a multiple of "
                    "size_divisor; outputs cropped back",
@@ -195,6 +209,7 @@ def build_serving_module(
         channels=channels,
         size_divisor=divisor,
         geometry=geometry,
+        max_pixels=int(max_pixels),
         crf=crf_layer,
         from_logits=from_logits,
         info=info,
@@ -213,6 +228,7 @@ def export(
     tflite: bool = False,
     size_divisor: int | None = None,
     geometry: Any = None,
+    max_pixels: int | None = None,
     overwrite: bool = False,
     from_logits: bool = False,
     tflite_input_size: tuple[int, int] | None = None,
@@ -235,6 +251,9 @@ def export(
         geometry: how the model is applied to a whole image
             (:class:`kerasseg.predict_graph.InferenceGeometry` or its dict, as
             in ``model_info.json``); default the whole image at its own scale.
+        max_pixels: the serving graph refuses images with more pixels, from the
+            header for encoded ones (default :func:`kerasseg.image_limits.max_pixels`,
+            at most ``WHOLE_IMAGE_SERVING_PIXELS`` for ``whole`` geometry).
         overwrite: replace an existing ``path/<version>``.
         from_logits: the model outputs logits; the graph applies softmax/sigmoid.
         tflite_input_size: ``(H, W)`` of the TFLite model; default the model's
@@ -264,6 +283,7 @@ def export(
     module = build_serving_module(
         model, class_names=class_names, normalization=normalization, crf=crf,
         size_divisor=size_divisor, geometry=geometry, from_logits=from_logits, extra_info=extra_info,
+        max_pixels=max_pixels,
     )
     card = module.info
     os.makedirs(path, exist_ok=True)

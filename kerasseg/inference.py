@@ -88,8 +88,12 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     8-bit stays uint8, 16-bit stays uint16, float TIFF stays float32. An alpha
     channel is dropped. Multi-page TIFFs give their first page.
 
+    The size is read from the file header first and an image larger than the
+    pixel limit (:mod:`kerasseg.image_limits`, ``KERASSEG_MAX_PIXELS``) is
+    refused before anything is decoded.
+
     Raises:
-        InferenceError: missing or undecodable file.
+        InferenceError: missing, undecodable or too large file.
     """
     import cv2
 
@@ -97,6 +101,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if not os.path.isfile(path):
         raise InferenceError(f"{path}: image file not found")
     data = np.fromfile(path, dtype=np.uint8)  # works for non-ASCII paths too
+    _check_size(path, data)
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
         raise InferenceError(f"{path}: cannot decode image (not a PNG/JPEG/TIFF/BMP file?)")
@@ -109,6 +114,31 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if image.dtype not in (np.uint8, np.uint16):
         image = image.astype(np.float32)
     return image
+
+
+def _check_size(path: str, data: np.ndarray) -> None:
+    """Refuse an image above the pixel limit from its header (Pillow's lazy open for
+    formats whose size the header reader cannot find, e.g. a TIFF directory at the end)."""
+    from kerasseg.image_limits import PixelLimitError, check_pixels, image_header_size
+
+    raw = data.tobytes()
+    size = image_header_size(raw)
+    if size is None:
+        try:
+            import io
+
+            from PIL import Image
+
+            with Image.open(io.BytesIO(raw)) as im:  # reads the header only
+                size = (im.height, im.width)
+        except Image.DecompressionBombError as e:  # far above any limit of ours
+            raise InferenceError(f"{path}: refused before decoding: {e}") from None
+        except Exception:  # not an image Pillow knows: the decoder reports it
+            return
+    try:
+        check_pixels(size[0], size[1], source=path)
+    except PixelLimitError as e:
+        raise InferenceError(str(e)) from None
 
 
 def match_channels(image: np.ndarray, channels: int | None, *, name: str = "image") -> np.ndarray:

@@ -148,6 +148,9 @@ class SegmentationServingModule(tf.Module):
         from_logits: the model returns logits; softmax (sigmoid for ``K = 1``)
             is applied in the graph so ``probabilities`` always are probabilities.
         info: JSON-serializable model card returned by the ``metadata`` signature.
+        max_pixels: images with more pixels (``height * width``) are refused, from the
+            file header for encoded images (default
+            :func:`kerasseg.image_limits.max_pixels`).
     """
 
     def __init__(
@@ -162,6 +165,7 @@ class SegmentationServingModule(tf.Module):
         crf: Any = None,
         from_logits: bool = False,
         info: Mapping[str, Any] | None = None,
+        max_pixels: int | None = None,
         name: str = "kerasseg_serving",
     ) -> None:
         super().__init__(name=name)
@@ -184,6 +188,13 @@ class SegmentationServingModule(tf.Module):
             geometry = InferenceGeometry.from_dict(geometry)
         self._geometry_json = json.dumps(geometry.to_dict(), sort_keys=True)
         self._num_outputs = int(model.outputs[0].shape[-1])
+        if max_pixels is None:
+            from kerasseg.image_limits import max_pixels as default_limit
+
+            max_pixels = default_limit()
+        if int(max_pixels) < 1:
+            raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
+        self._max_pixels = int(max_pixels)
         self._from_logits = bool(from_logits)
         self._normalize = _default_normalize()
         self._info_json = json.dumps(dict(info or {}), sort_keys=True, default=str)
@@ -237,6 +248,10 @@ class SegmentationServingModule(tf.Module):
              f"{expected}: the model takes {c} channel(s) but the last axis has another size. Got shape:"),
             (tf.logical_or(tf.logical_not(rank_ok), shape4[1] * shape4[2] > 0),
              f"{expected}: height and width must be at least 1. Got shape:"),
+            (tf.logical_or(tf.logical_not(rank_ok),
+                           tf.cast(shape4[1], tf.int64) * tf.cast(shape4[2], tf.int64) <= self._max_pixels),
+             f"{signature}: images of more than {self._max_pixels} pixels are refused by this model's "
+             "pixel limit (set at export with max_pixels / --max-pixels); send tiles. Got shape:"),
         ]
         images = _guard(images, checks, shape)
         return tf.ensure_shape(images, [None, None, None, c])
@@ -264,9 +279,23 @@ class SegmentationServingModule(tf.Module):
         return self._predict_normalized(tf.cast(x, tf.float32), images if self.crf is not None else None)
 
     def _decode_one(self, data: tf.Tensor) -> tf.Tensor:
-        """Decode one PNG/JPEG string and normalize it: float32 ``(H,W,C)``."""
+        """Decode one PNG/JPEG string and normalize it: float32 ``(H,W,C)``.
+
+        The height and width are read from the file header and checked against
+        the pixel limit before anything is decoded."""
+        from kerasseg.image_limits import tf_encoded_image_size
+
         c = self._channels
         data = _check_encoded(data)
+        size = tf.cast(tf_encoded_image_size(data), tf.int64)
+        data = _guard(data, [
+            (tf.reduce_all(size > 0), f"{SIGNATURE_ENCODED}: the image size cannot be read from the file "
+             "header (a truncated or unusual PNG/JPEG); refused before decoding. Header size:"),
+            (size[0] * size[1] <= self._max_pixels,
+             f"{SIGNATURE_ENCODED}: an image of more than {self._max_pixels} pixels is refused before "
+             "decoding by this model's pixel limit (set at export with max_pixels / --max-pixels); send "
+             "tiles. Header height and width:"),
+        ], size)
         is_16bit = _is_16bit_png(data)
 
         def _decode16() -> tf.Tensor:

@@ -41,6 +41,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="override the stored normalization: a method name, YAML/JSON mapping, or a .json/.yaml file")
     parser.add_argument("--size-divisor", type=int, default=None,
                         help="pad inputs to a multiple of this (default: computed from the model)")
+    parser.add_argument("--max-pixels", type=int, default=None,
+                        help="refuse images with more pixels (height x width) in the serving graph "
+                        "(default: KERASSEG_MAX_PIXELS or 128e6; 16e6 for whole-image models)")
     parser.add_argument("--from-logits", action="store_true",
                         help="the model outputs logits; apply softmax/sigmoid in the serving graph")
     parser.add_argument("--crf", action="store_true",
@@ -158,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
             loaded.model, args.out,
             class_names=loaded.class_names, normalization=loaded.normalization,
             version=version, crf=crf, tflite=args.tflite, size_divisor=args.size_divisor,
-            geometry=loaded.geometry,
+            geometry=loaded.geometry, max_pixels=args.max_pixels,
             overwrite=args.overwrite, from_logits=args.from_logits,
             tflite_input_size=tflite_size, tflite_samples=samples, extra_info=extra,
         )

@@ -206,3 +206,53 @@ def test_the_limit_is_configurable_per_run(tmp_path):
     with pytest.raises(AnnotationError, match="above the limit"):
         read_mask(str(masks / "a.png"), max_pixels=100)
     assert json.loads((tmp_path / "out" / "dataset.json").read_text())["splits"] == {"train": 1}
+
+
+# ----------------------------------------------------------------------------- predict and serving
+
+
+def _tiny_model(tmp_path):
+    import keras
+
+    inputs = keras.Input((None, None, 1))
+    outputs = keras.layers.Conv2D(2, 1, activation="softmax")(inputs)
+    path = tmp_path / "model.keras"
+    keras.Model(inputs, outputs).save(path)
+    return path
+
+
+def test_predict_refuses_a_small_on_disk_huge_png_before_decoding(tmp_path):
+    model = _tiny_model(tmp_path)
+    huge = huge_png(tmp_path / "in" / "bomb.png", 13000, 13000, colour=False)
+    result = run_cli("kerasseg.cli:main", ["predict", "--model", str(model), str(huge),
+                                            "--out", str(tmp_path / "out")], report_peak_rss=True)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "bomb.png" in result.stderr and "13000x13000" in result.stderr and "KERASSEG_MAX_PIXELS" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list((tmp_path / "out").glob("*"))
+    # TensorFlow and Keras alone take about 600 MB here; decoding would add 169 MB more and the
+    # model's float32 input and probabilities about 2 GB
+    assert peak_rss_mb(result) < 1200
+
+
+def test_serving_graph_refuses_oversized_images_before_decoding(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    from kerasseg.export import build_serving_module
+
+    inputs = keras.Input((None, None, 1))
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 1, activation="softmax")(inputs))
+    module = build_serving_module(model, class_names=["bg", "fg"], normalization={"method": "zscore"},
+                                  max_pixels=10_000)
+    assert module.info["max_pixels"] == 10_000
+    ok = module.serve_uint8(tf.zeros([1, 100, 100, 1], tf.uint8))
+    assert ok["mask"].shape == (1, 100, 100)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="more than 10000 pixels"):
+        module.serve_uint8(tf.zeros([1, 101, 100, 1], tf.uint8))
+    # an 8000x8000 PNG of a few KB: refused from its header, nothing decoded (a decode of
+    # header_only_png would fail with a decoding error instead)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="more than 10000 pixels is refused before decoding"):
+        module.serve_encoded(tf.constant([header_only_png(8000, 8000)]))
+    small = png_bytes(np.zeros((50, 60), np.uint8))
+    assert module.serve_encoded(tf.constant([small]))["mask"].shape == (1, 50, 60)
