@@ -13,7 +13,7 @@ has been imported; the layers are imported lazily on first attribute access, so
 | ``MaxPoolingWithArgmax2D``, ``MaxUnpooling2D`` | ``kerasseg.layers.pooling`` (SegNet) |
 | ``AttentionGate`` | ``kerasseg.layers.attention`` (Attention U-Net) |
 | ``ASPP`` | ``kerasseg.layers.aspp`` (DeepLabv3+) |
-| ``AdaptiveAveragePooling2D``, ``ResizeToMatch`` | ``kerasseg.layers.resize`` (PSPNet) |
+| ``AdaptiveAveragePooling2D``, ``ResizeToMatch``, ``ResizeByFactor`` | ``kerasseg.layers.resize`` (PSPNet, DeepLabv3+, bilinear U-Net) |
 | ``BilinearKernel`` (initializer) | ``kerasseg.layers.initializers`` (FCN-8s) |
 | ``DenseCRF`` | ``kerasseg.layers.dense_crf`` (CRF-as-RNN style dense CRF) |
 """
@@ -30,6 +30,7 @@ _EXPORTS = {
     "ASPP": "aspp",
     "AdaptiveAveragePooling2D": "resize",
     "ResizeToMatch": "resize",
+    "ResizeByFactor": "resize",
     "BilinearKernel": "initializers",
     "DenseCRF": "dense_crf",
 }

@@ -1,4 +1,4 @@
-"""Resizing layers that work with dynamic (``None``) spatial sizes (PSPNet)."""
+"""Resizing layers that work with dynamic (``None``) spatial sizes (DeepLabv3+, PSPNet, U-Net)."""
 
 from __future__ import annotations
 
@@ -41,6 +41,52 @@ class ResizeToMatch(keras.layers.Layer):
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(interpolation=self.interpolation)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="kerasseg")
+class ResizeByFactor(keras.layers.Layer):
+    """Upsamples ``(B, h, w, C)`` to ``(B, h * fh, w * fw, C)`` by interpolation.
+
+    The bilinear upsampling of the model zoo. ``keras.layers.UpSampling2D(...,
+    interpolation="bilinear")`` cannot be traced with unknown spatial sizes on
+    Keras 3.14-3.15 (its size check, added in keras-team/keras#22079, evaluates a
+    symbolic tensor as a Python bool), so whole-image prediction and a SavedModel
+    with ``(None, None, C)`` inputs would fail; this layer computes the size in
+    the graph. Output dtype is ``x``'s dtype.
+
+    Args:
+        factor: int or ``(fh, fw)``, positive.
+        interpolation: ``"bilinear"`` (half-pixel centres), ``"nearest"``,
+            ``"bicubic"`` or ``"area"``.
+    """
+
+    def __init__(self, factor: int | tuple[int, int] = 2, interpolation: str = "bilinear", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if isinstance(factor, int):
+            factor = (factor, factor)
+        factor = tuple(int(v) for v in factor)
+        if len(factor) != 2 or min(factor) < 1:
+            raise ValueError(f"factor must be a positive int or pair, got {factor!r}")
+        if interpolation not in _METHODS:
+            raise ValueError(f"interpolation must be one of {_METHODS}, got {interpolation!r}")
+        self.factor = factor
+        self.interpolation = interpolation
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        size = tf.shape(inputs)[1:3] * tf.constant(self.factor, tf.int32)
+        return tf.cast(tf.image.resize(inputs, size, method=self.interpolation), inputs.dtype)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        def scaled(n: int | None, f: int) -> int | None:
+            return None if n is None else n * f
+
+        return (input_shape[0], scaled(input_shape[1], self.factor[0]), scaled(input_shape[2], self.factor[1]),
+                input_shape[-1])
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(factor=list(self.factor), interpolation=self.interpolation)
         return config
 
 

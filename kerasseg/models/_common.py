@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 
@@ -121,3 +122,17 @@ def adapt_channels(x: Any, channels: int, *, pretrained: bool, name: str = "inpu
 
 def is_pretrained(encoder_weights: Any) -> bool:
     return encoder_weights is not None
+
+
+def upsample2d(x: Any, factor: int, *, interpolation: str, name: str) -> Any:
+    """``(B, h, w, C)`` -> ``(B, h * factor, w * factor, C)``; works with unknown ``h``, ``w``.
+
+    ``"nearest"`` repeats pixels (``keras.layers.UpSampling2D``); ``"bilinear"``
+    uses :class:`kerasseg.layers.resize.ResizeByFactor` (see there why not
+    ``UpSampling2D``).
+    """
+    if interpolation == "nearest":
+        return keras.layers.UpSampling2D(factor, name=name)(x)
+    from kerasseg.layers.resize import ResizeByFactor
+
+    return ResizeByFactor(factor, interpolation=interpolation, name=name)(x)

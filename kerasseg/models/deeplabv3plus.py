@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 
@@ -13,6 +14,7 @@ from kerasseg.models._common import (
     check_num_classes,
     output_layer,
     resolve_activation,
+    upsample2d,
 )
 from kerasseg.models.backbones import dilated_backbone
 from kerasseg.models.batchnorm import resolve_momentum, set_batchnorm_momentum
@@ -114,13 +116,13 @@ def build_deeplabv3plus(
     x = ASPP(filters=aspp_filters, rates=tuple(atrous_rates), image_pooling=image_pooling,
              separable=separable, dropout=dropout, batchnorm_momentum=momentum, name="aspp")(high)
     if output_stride > 4:
-        x = keras.layers.UpSampling2D(output_stride // 4, interpolation="bilinear", name="decoder_upsample")(x)
+        x = upsample2d(x, output_stride // 4, interpolation="bilinear", name="decoder_upsample")
     low = _conv_bn_relu(low, low_level_filters, 1, name="decoder_low_level", momentum=momentum)
     x = keras.layers.Concatenate(name="decoder_concat")([x, low])
     x = _conv_bn_relu(x, decoder_filters, 3, name="decoder_conv1", separable=separable, momentum=momentum)
     x = _conv_bn_relu(x, decoder_filters, 3, name="decoder_conv2", separable=separable, momentum=momentum)
     logits = keras.layers.Conv2D(num_classes, 1, name="classifier")(x)
-    logits = keras.layers.UpSampling2D(4, interpolation="bilinear", name="upsample")(logits)
+    logits = upsample2d(logits, 4, interpolation="bilinear", name="upsample")
     outputs = output_layer(logits, resolve_activation(num_classes, output_activation))
     model = keras.Model(inputs, outputs, name=name)
     keep_encoder = pretrained and batchnorm_momentum is None

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 
@@ -13,9 +14,10 @@ from kerasseg.models._common import (
     check_num_classes,
     output_layer,
     resolve_activation,
+    upsample2d,
 )
-from kerasseg.models.batchnorm import resolve_momentum, set_batchnorm_momentum
 from kerasseg.models.backbones import dilated_backbone
+from kerasseg.models.batchnorm import resolve_momentum, set_batchnorm_momentum
 
 
 def build_pspnet(
@@ -98,7 +100,7 @@ def build_pspnet(
     if dropout > 0:
         x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     logits = keras.layers.Conv2D(num_classes, 1, name="classifier")(x)
-    logits = keras.layers.UpSampling2D(output_stride, interpolation="bilinear", name="upsample")(logits)
+    logits = upsample2d(logits, output_stride, interpolation="bilinear", name="upsample")
     outputs = output_layer(logits, resolve_activation(num_classes, output_activation))
     model = keras.Model(inputs, outputs, name=name)
     keep_encoder = pretrained and batchnorm_momentum is None

@@ -10,11 +10,11 @@ uses ``"valid"`` with overlap-tile cropping), so the output has the input's size
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 
-from kerasseg.models.batchnorm import resolve_momentum, set_batchnorm_momentum
 from kerasseg.models._common import (
     ENCODER_PREFIX,
     ModelConfigError,
@@ -24,7 +24,9 @@ from kerasseg.models._common import (
     normalization,
     output_layer,
     resolve_activation,
+    upsample2d,
 )
+from kerasseg.models.batchnorm import resolve_momentum, set_batchnorm_momentum
 
 UPSAMPLING = ("transpose", "bilinear", "nearest")
 NORMS = (None, "batch", "group", "instance")
@@ -82,7 +84,7 @@ def _upsample(x: Any, filters: int, *, name: str, ndim: int, mode: str, norm: st
                        kernel_initializer="he_normal", name=f"{name}_upconv")(x)
     else:
         if ndim == 2:
-            x = L["up"](2, interpolation=mode, name=f"{name}_upsample")(x)
+            x = upsample2d(x, 2, interpolation=mode, name=f"{name}_upsample")
         else:
             x = L["up"](2, name=f"{name}_upsample")(x)
         x = L["conv"](filters, 2, padding="same", use_bias=norm is None, kernel_initializer="he_normal",
@@ -153,7 +155,7 @@ def unet_graph(
             logits = L["conv"](num_classes, 1, name=f"aux{level}_logits")(x)
             factor = 2 ** level
             if ndim == 2:
-                logits = L["up"](factor, interpolation="bilinear", name=f"aux{level}_upsample")(logits)
+                logits = upsample2d(logits, factor, interpolation="bilinear", name=f"aux{level}_upsample")
             else:
                 logits = L["up"](factor, name=f"aux{level}_upsample")(logits)
             aux.append(output_layer(logits, activation, name=f"aux{level}_probabilities"

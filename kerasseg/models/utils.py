@@ -11,14 +11,15 @@ import keras
 from kerasseg.models._common import ENCODER_NAME, ENCODER_PREFIX
 
 _UPSAMPLERS = ("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose", "UpSampling1D", "UpSampling2D",
-               "UpSampling3D", "MaxUnpooling2D")
+               "UpSampling3D", "MaxUnpooling2D", "ResizeByFactor")
 
 
 def _factor(layer: Any) -> Fraction:
     """How much ``layer`` shrinks the spatial size (2 for stride 2, 1/2 for x2 up-sampling)."""
     name = type(layer).__name__
     if name in _UPSAMPLERS:
-        value = getattr(layer, "strides", None) if "Transpose" in name else getattr(layer, "size", None)
+        attribute = "strides" if "Transpose" in name else "factor" if name == "ResizeByFactor" else "size"
+        value = getattr(layer, attribute, None)
         return Fraction(1, max(_as_ints(value) or [1]))
     strides = getattr(layer, "strides", None)
     if strides is None:

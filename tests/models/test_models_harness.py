@@ -83,6 +83,21 @@ def test_forward_full_resolution_for_every_input_kind(name):
         assert km.size_divisor(model) == EXPECTED_DIVISOR[name]
 
 
+@pytest.mark.parametrize("name,extra", [(name, {}) for name in km.available() if name != "unet3d"]
+                         + [("unet", {"upsampling": "bilinear"})])
+def test_traces_once_for_unknown_image_sizes(name, extra):
+    """What whole-image prediction and a SavedModel do: one graph traced with
+    ``(None, None, None, C)`` inputs, run at two sizes (Keras 3.14+ cannot trace
+    ``UpSampling2D(interpolation="bilinear")`` so: keras-team/keras#22079)."""
+    model = _build(name, (None, None, 1), **extra)
+    forward = tf.function(lambda x: model(x, training=False),
+                          input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32)])
+    for hw in ((64, 96), (32, 32)):
+        x, _ = _batch((*hw, 1), 3)
+        np.testing.assert_allclose(forward(x).numpy(), model(x, training=False).numpy(), rtol=1e-5, atol=1e-6)
+    assert forward.experimental_get_tracing_count() == 1
+
+
 @pytest.mark.parametrize("name", km.available())
 def test_binary_sigmoid_head_and_logits(name):
     shape = _shape(name, 1)

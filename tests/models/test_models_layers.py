@@ -13,7 +13,7 @@ from kerasseg.layers.aspp import ASPP  # noqa: E402
 from kerasseg.layers.attention import AttentionGate  # noqa: E402
 from kerasseg.layers.initializers import BilinearKernel  # noqa: E402
 from kerasseg.layers.pooling import MaxPoolingWithArgmax2D, MaxUnpooling2D  # noqa: E402
-from kerasseg.layers.resize import AdaptiveAveragePooling2D, ResizeToMatch  # noqa: E402
+from kerasseg.layers.resize import AdaptiveAveragePooling2D, ResizeByFactor, ResizeToMatch  # noqa: E402
 
 # every constructor argument set to a non-default value
 NON_DEFAULT = [
@@ -25,6 +25,7 @@ NON_DEFAULT = [
                 batchnorm_momentum=0.9, batchnorm_epsilon=1e-5, kernel_initializer="glorot_normal")),
     (AdaptiveAveragePooling2D, dict(output_size=(3, 6))),
     (ResizeToMatch, dict(interpolation="nearest")),
+    (ResizeByFactor, dict(factor=(4, 2), interpolation="nearest")),
 ]
 
 
@@ -108,6 +109,15 @@ def test_resize_to_match_follows_a_dynamic_reference():
     out = model([np.ones((1, 3, 3, 2), "float32"), np.zeros((1, 12, 9, 5), "float32")])
     assert out.shape == (1, 12, 9, 2)
     np.testing.assert_allclose(out.numpy(), 1.0, rtol=1e-6)
+
+
+def test_resize_by_factor_matches_keras_bilinear_upsampling():
+    x = np.random.default_rng(0).random((2, 5, 7, 3), dtype=np.float32)
+    expected = keras.layers.UpSampling2D((4, 2), interpolation="bilinear")(x).numpy()
+    np.testing.assert_allclose(ResizeByFactor((4, 2))(x).numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert ResizeByFactor(4).compute_output_shape((None, None, 8, 3)) == (None, None, 32, 3)
+    with pytest.raises(ValueError, match="factor"):
+        ResizeByFactor(0)
 
 
 def test_attention_gate_shapes_and_coefficients():
