@@ -39,7 +39,7 @@ import numpy as np
 
 from data_tools import output
 from data_tools.errors import AnnotationError, ConversionError
-from data_tools.labels import IGNORE_INDEX, ClassList, classes_from_labels, read_labels_txt
+from data_tools.labels import IGNORE_INDEX, classes_from_labels, read_labels_txt
 from data_tools.paths import check_inside, check_utf8_name, is_utf8, printable
 from data_tools.report import ConversionReport, FileNote
 from data_tools.splits import DEFAULT_SPLIT, assign_folds, assign_splits, parse_split_spec

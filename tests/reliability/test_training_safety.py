@@ -15,6 +15,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import types
 
 import numpy as np
 import pytest
@@ -251,8 +252,10 @@ def cli_trained_models(dataset, tmp_path_factory):
 
 
 class _NoCapture:
+    """Stands in for ``capsys`` where a module-scoped fixture cannot use it."""
+
     def readouterr(self):
-        return subprocess.CompletedProcess([], 0, "", "")
+        return types.SimpleNamespace(out="", err="")
 
 
 @pytest.mark.parametrize("order", ["models.load_model", "kerasseg_then_keras", "keras_then_kerasseg"])
