@@ -125,7 +125,7 @@ def test_deeplab_resnet50_is_dilated_not_cropped(output_stride, rate):
     assert low_out.shape == (1, 16, 16, 256)
     assert high_out.shape == (1, 64 // output_stride, 64 // output_stride, 2048)
     assert model.get_layer("decoder_low_level").filters == 48
-    assert model.get_layer("upsample").size == (4, 4)
+    assert model.get_layer("upsample").factor == (4, 4)
     assert km.size_divisor(model) == output_stride
 
 
