@@ -19,6 +19,10 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--split", default="train=0.8,val=0.2",
                         help="split names and fractions (default: train=0.8,val=0.2)")
+    parser.add_argument("--split-file", default=None, metavar="FILE",
+                        help="explicit splits instead of --split fractions: lines 'SOURCE_ID SPLIT' "
+                        "(whitespace- or comma-separated; source id = file path relative to the input "
+                        "folder without extension); every file must be listed")
     parser.add_argument("--folds", type=int, default=0,
                         help="also write K-fold lists of the train split to splits/ (default: none)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split shuffle (default: 0)")
@@ -114,7 +118,7 @@ def labelme2tfrecord_main(argv: Sequence[str] | None = None) -> int:
             args.input_dir, args.output_dir, labels=args.labels, split=args.split, folds=args.folds,
             seed=args.seed, shards=args.shards, workers=args.workers, on_error=args.on_error,
             overwrite=args.overwrite, preview=args.preview, progress=not args.no_progress,
-            max_pixels=args.max_pixels,
+            max_pixels=args.max_pixels, split_file=args.split_file,
         )
         print(report.to_text(), end="")
         print(f"report saved to {os.path.join(report.output_dir, 'report.txt')} (and report.json)")
@@ -140,7 +144,7 @@ def masks2tfrecord_main(argv: Sequence[str] | None = None) -> int:
             threshold=args.threshold, class_map=args.class_map, split=args.split, folds=args.folds,
             seed=args.seed, shards=args.shards, workers=args.workers, on_error=args.on_error,
             overwrite=args.overwrite, preview=args.preview, progress=not args.no_progress,
-            max_pixels=args.max_pixels,
+            max_pixels=args.max_pixels, split_file=args.split_file,
         )
         print(report.to_text(), end="")
         print(f"report saved to {os.path.join(report.output_dir, 'report.txt')} (and report.json)")

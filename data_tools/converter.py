@@ -42,7 +42,14 @@ from data_tools.errors import AnnotationError, ConversionError
 from data_tools.labels import IGNORE_INDEX, classes_from_labels, read_labels_txt
 from data_tools.paths import check_inside, check_utf8_name, is_utf8, printable
 from data_tools.report import ConversionReport, FileNote
-from data_tools.splits import DEFAULT_SPLIT, assign_folds, assign_splits, parse_split_spec
+from data_tools.splits import (
+    DEFAULT_SPLIT,
+    apply_split_file,
+    assign_folds,
+    assign_splits,
+    parse_split_spec,
+    read_split_file,
+)
 
 ON_ERROR_CHOICES = ("stop", "skip")
 RECORDS_PER_SHARD = 500
@@ -80,6 +87,7 @@ def convert_labelme(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     max_pixels: int | None = None,
+    split_file: str | os.PathLike | None = None,
 ) -> ConversionReport:
     """Convert a folder of labelme JSON files (searched recursively) to TFRecords.
 
@@ -104,6 +112,9 @@ def convert_labelme(
             checked from file headers before decoding (default
             :func:`kerasseg.image_limits.max_pixels`: ``KERASSEG_MAX_PIXELS``
             or 128 megapixels).
+        split_file: explicit assignment instead of ``split`` fractions: a file of
+            ``SOURCE_ID SPLIT`` lines (:func:`data_tools.splits.read_split_file`);
+            every converted file must be listed, and every listed id must exist.
 
     Returns:
         The :class:`~data_tools.report.ConversionReport` (also saved as
@@ -117,7 +128,8 @@ def convert_labelme(
     from data_tools.labelme import load_labelme_json, resolve_image_path
 
     started = time.perf_counter()
-    options = _Options.make(split, folds, seed, shards, workers, on_error, preview, max_pixels, overwrite)
+    options = _Options.make(split, folds, seed, shards, workers, on_error, preview, max_pixels, overwrite,
+                            split_file)
     input_dir = _existing_dir(input_dir, "INPUT_DIR")
     output_dir = output.check_output(output_dir, overwrite, inputs=[input_dir])
     json_files = _find_files(input_dir, (".json",), exclude=[output_dir])
@@ -221,6 +233,7 @@ def convert_mask_folder(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     max_pixels: int | None = None,
+    split_file: str | os.PathLike | None = None,
 ) -> ConversionReport:
     """Convert a folder of images and a folder of mask files to TFRecords.
 
@@ -234,7 +247,7 @@ def convert_mask_folder(
             :class:`data_tools.masks.ClassMap`); default: values are class ids
             (0/255 binary masks -> 0/1).
         split, folds, seed, shards, workers, on_error, overwrite, preview,
-        progress, log, max_pixels: as in :func:`convert_labelme`.
+        progress, log, max_pixels, split_file: as in :func:`convert_labelme`.
 
     Returns:
         The :class:`~data_tools.report.ConversionReport`.
@@ -243,7 +256,8 @@ def convert_mask_folder(
     from data_tools.masks import DEFAULT_MASK_PATTERN, find_pairs, read_class_map
 
     started = time.perf_counter()
-    options = _Options.make(split, folds, seed, shards, workers, on_error, preview, max_pixels, overwrite)
+    options = _Options.make(split, folds, seed, shards, workers, on_error, preview, max_pixels, overwrite,
+                            split_file)
     images_dir = _existing_dir(images_dir, "IMAGES_DIR")
     masks_dir = _existing_dir(masks_dir, "MASKS_DIR")
     output_dir = output.check_output(output_dir, overwrite, inputs=[images_dir, masks_dir])
@@ -314,10 +328,12 @@ class _Options:
     preview: int
     max_pixels: int
     overwrite: bool = False
+    split_file: str | None = None
+    assignment: dict[str, str] | None = None
 
     @classmethod
     def make(cls, split, folds, seed, shards, workers, on_error, preview, max_pixels=None,
-             overwrite=False) -> "_Options":
+             overwrite=False, split_file=None) -> "_Options":
         from kerasseg.image_limits import PixelLimitError
         from kerasseg.image_limits import max_pixels as default_limit
 
@@ -331,9 +347,16 @@ class _Options:
             raise ConversionError(None, f"--preview must be >= 0, got {preview}")
         if int(folds) < 0 or int(folds) == 1:
             raise ConversionError(None, f"--folds must be 0 (none) or at least 2, got {folds}")
-        fractions = parse_split_spec(split)
+        assignment = None
+        if split_file is not None:
+            split_file = os.fspath(split_file)
+            assignment = read_split_file(split_file)
+            names = list(dict.fromkeys(assignment.values()))
+            fractions = {name: sum(v == name for v in assignment.values()) / len(assignment) for name in names}
+        else:
+            fractions = parse_split_spec(split)
         if folds and "train" not in fractions:
-            raise ConversionError(None, "--folds needs a split named 'train'")
+            raise ConversionError(split_file, "--folds needs a split named 'train'")
         if max_pixels is None:
             try:
                 max_pixels = default_limit()
@@ -342,7 +365,7 @@ class _Options:
         elif isinstance(max_pixels, bool) or int(max_pixels) < 1:
             raise ConversionError(None, f"--max-pixels must be a positive number of pixels, got {max_pixels}")
         return cls(fractions, int(folds), int(seed), None if shards is None else int(shards),
-                   int(workers), on_error, int(preview), int(max_pixels), bool(overwrite))
+                   int(workers), on_error, int(preview), int(max_pixels), bool(overwrite), split_file, assignment)
 
 
 def _existing_dir(path: str | os.PathLike, what: str) -> str:
@@ -405,7 +428,12 @@ def _convert(
             input_description.get("input_dir") or input_description.get("images_dir"),
             f"no file could be converted ({len(skipped)} skipped)",
         )
-    plan = assign_splits(ids, options.fractions, seed=options.seed)
+    if options.assignment is not None:
+        # with --on-error skip, a listed file that was skipped as bad is not "unknown"
+        plan = apply_split_file(ids, options.assignment, path=options.split_file,
+                                missing_ok=list(options.assignment) if skipped else ())
+    else:
+        plan = assign_splits(ids, options.fractions, seed=options.seed)
     tasks: list[_Task] = []
     for split, split_ids in plan.items():
         for source_id in split_ids:
@@ -701,6 +729,8 @@ def _finish(
     shard_counts = {split: len(glob.glob(os.path.join(tmp, schema.shard_glob(split)))) for split in plan}
     source = {"converter": "labelme2tfrecord" if kind == "labelme" else "masks2tfrecord", **input_description,
               "split": options.fractions, "seed": options.seed, "skipped": len(skipped)}
+    if options.split_file is not None:
+        source["split_file"] = os.path.abspath(options.split_file)
     info = schema.DatasetInfo(
         class_names=list(class_names),
         splits=split_counts,

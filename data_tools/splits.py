@@ -107,4 +107,70 @@ def assign_folds(ids: Sequence[str], k: int, *, seed: int) -> list[dict[str, lis
     return folds
 
 
-__all__ = ["DEFAULT_SPLIT", "assign_folds", "assign_splits", "parse_split_spec"]
+def read_split_file(path: str) -> dict[str, str]:
+    """Read an explicit split assignment: one ``SOURCE_ID SPLIT`` pair per line.
+
+    The two fields are separated by whitespace, a comma or a tab (so a CSV/TSV
+    with those two columns works); blank lines and lines starting with ``#``
+    are ignored, as is a first line ``source_id,split`` (a header). The source
+    id is the file's path relative to the input folder without its extension
+    (``case_07``, ``patient3/slice_012``), as listed in ``splits/*.txt``.
+
+    Raises:
+        ConversionError: naming the file and line: unreadable file, a line
+            without two fields, a bad split name, an id given twice.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConversionError(path, f"cannot read the split file: {e}") from None
+    assignment: dict[str, str] = {}
+    for number, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = [f.strip() for f in line.replace("\t", ",").replace(",", " ").split()]
+        if number == 1 and [f.lower() for f in fields] == ["source_id", "split"]:
+            continue
+        if len(fields) != 2:
+            raise ConversionError(path, f"line {number}: expected 'SOURCE_ID SPLIT', got {raw!r}")
+        source_id, split = fields
+        if not split.replace("_", "").isalnum():
+            raise ConversionError(path, f"line {number}: split name {split!r} must be letters, digits or _")
+        if source_id in assignment:
+            raise ConversionError(path, f"line {number}: {source_id!r} is assigned twice")
+        assignment[source_id] = split
+    if not assignment:
+        raise ConversionError(path, "the split file assigns no example")
+    return assignment
+
+
+def apply_split_file(ids: Sequence[str], assignment: Mapping[str, str], *, path: str,
+                     missing_ok: Sequence[str] = ()) -> dict[str, list[str]]:
+    """Split ``ids`` as ``assignment`` says (each list sorted; splits in order of first appearance).
+
+    Every id must be assigned, and every assigned id must be among ``ids`` (or
+    in ``missing_ok``: files skipped as bad), so a typo or a forgotten file is an
+    error rather than a silently smaller split.
+
+    Raises:
+        ConversionError: naming up to five unassigned or unknown ids.
+    """
+    present = set(ids)
+    unassigned = sorted(present - set(assignment))
+    unknown = sorted(set(assignment) - present - set(missing_ok))
+    for problem, found in (("are not in the split file", unassigned),
+                           ("are in the split file but not among the inputs", unknown)):
+        if found:
+            shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+            raise ConversionError(path, f"{len(found)} source id(s) {problem}: {shown}")
+    out: dict[str, list[str]] = {}
+    for source_id, split in assignment.items():
+        if source_id in present:
+            out.setdefault(split, []).append(source_id)
+    return {split: sorted(members) for split, members in out.items()}
+
+
+__all__ = ["DEFAULT_SPLIT", "apply_split_file", "assign_folds", "assign_splits", "parse_split_spec",
+           "read_split_file"]
