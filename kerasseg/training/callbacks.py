@@ -309,6 +309,29 @@ class TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class ElapsedMinutes(keras.callbacks.Callback):
+    """Adds ``minutes`` (wall-clock training minutes at the epoch's end, over all phases and,
+    through ``already_spent_minutes``, earlier invocations of a resumed run) to the epoch logs,
+    so ``history.csv`` holds validation scores against time."""
+
+    def __init__(self, *, already_spent_minutes: float = 0.0):
+        super().__init__()
+        self.spent = float(already_spent_minutes) * 60.0
+        self._started = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self._started is not None:
+            self.spent += time.perf_counter() - self._started
+            self._started = None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None and self._started is not None:
+            logs["minutes"] = round((self.spent + time.perf_counter() - self._started) / 60.0, 4)
+
+
 class ScalarSummaries(keras.callbacks.Callback):
     """Per-epoch scalars as TensorBoard event files, written with TensorFlow's
     core summary ops (``logs/train`` and ``logs/validation``, tags

@@ -264,7 +264,8 @@ def _model_info(run: _Run, model: Any) -> Any:
 
 
 def _callbacks(run: _Run, model: Any, loss_fn: Any, *, backup_dir: str | None, checkpoints: Any,
-               guard: Any, budget: Any, recalibration: Any) -> list[Any]:
+               guard: Any, budget: Any, recalibration: Any, loggers: Sequence[Any] = (),
+               extra: Sequence[Any] = ()) -> list[Any]:
     import keras
 
     from kerasseg.training import callbacks as cb
@@ -284,7 +285,7 @@ def _callbacks(run: _Run, model: Any, loss_fn: Any, *, backup_dir: str | None, c
             predictor, class_names=list(run.info.class_names), loss_fn=loss_fn,
             ignore_index=run.info.ignore_index,
         ))
-    out += [guard, checkpoints, cb.LearningRateLogger()]
+    out += [guard, checkpoints, cb.LearningRateLogger(), *loggers]  # loggers add to logs before CSVLogger
     out.append(keras.callbacks.CSVLogger(os.path.join(run.out_dir, files.HISTORY_FILENAME), append=True))
     if config.callbacks.tensorboard:
         out.append(cb.tensorboard_callback(os.path.join(run.out_dir, files.LOGS_DIRNAME)))
@@ -293,13 +294,15 @@ def _callbacks(run: _Run, model: Any, loss_fn: Any, *, backup_dir: str | None, c
                                                  patience=config.callbacks.early_stopping_patience))
     if budget is not None:
         out.append(budget)
+    out += list(extra)
     if backup_dir is not None:
         # last: an epoch counts as finished for a resume only once everything above recorded it
         out.append(cb.EpochBackup(backup_dir))
     return out
 
 
-def _run_phases(run: _Run, model: Any, train_ds: Any, loss_fn: Any, model_info: Any) -> tuple[int, str]:
+def _run_phases(run: _Run, model: Any, train_ds: Any, loss_fn: Any, model_info: Any,
+                extra_callbacks: list[Any]) -> tuple[int, str]:
     """Run every unfinished phase; return ``(initial epoch of this invocation, early-stop reason)``."""
     from kerasseg import metrics, models
     from kerasseg.models.batchnorm import batchnorm_layers
@@ -330,6 +333,8 @@ def _run_phases(run: _Run, model: Any, train_ds: Any, loss_fn: Any, model_info: 
     budget = None
     if config.training.max_minutes:
         budget = cb.TimeBudget(config.training.max_minutes)
+    earlier = files.read_history(os.path.join(run.out_dir, files.HISTORY_FILENAME)) if run.resuming else {}
+    elapsed = cb.ElapsedMinutes(already_spent_minutes=(earlier.get("minutes") or [0.0])[-1])
     initial_epoch = None
     for index, phase in enumerate(phases):
         phase_dir = ph.phase_backup_dir(backup_root, index)
@@ -364,7 +369,7 @@ def _run_phases(run: _Run, model: Any, train_ds: Any, loss_fn: Any, model_info: 
             own_backup = phase_dir if run.chief else os.path.join(run.out_dir, files.BACKUP_DIRNAME,
                                                                   f"phase{index + 1}")
         callbacks = _callbacks(run, model, loss_fn, backup_dir=own_backup, checkpoints=checkpoints,
-                               guard=guard, budget=budget, recalibration=recalibration)
+                               guard=guard, budget=budget, recalibration=recalibration, loggers=[elapsed], extra=extra_callbacks)
         _log(f"phase {index + 1}/{len(phases)} ({phase.label}): epochs {phase.start + 1}..{phase.end}, "
              f"learning rate {phase.learning_rate:g} ({config.schedule.name})"
              + (f", resuming after epoch {finished}" if finished > phase.start else ""), run.chief)
@@ -419,7 +424,7 @@ def _corrupt_data_message(run: _Run, error: Exception) -> str:
 
 
 def fit(config: Config | Mapping[str, Any] | str | os.PathLike, *, overrides: Sequence[str] = (),
-        strategy: Any = None) -> FitResult:
+        strategy: Any = None, callbacks: Sequence[Any] = ()) -> FitResult:
     """Train the model described by ``config``; see :mod:`kerasseg.training`.
 
     Args:
@@ -429,6 +434,9 @@ def fit(config: Config | Mapping[str, Any] | str | os.PathLike, *, overrides: Se
         strategy: a ``tf.distribute.Strategy`` to use instead of creating one
             from ``config.training.strategy`` (a multi-worker strategy must be
             created before any other TensorFlow op, so launchers create it early).
+        callbacks: extra ``keras.callbacks.Callback`` objects, run after the
+            validation and checkpoint callbacks of every phase (so their
+            ``on_epoch_end`` sees the epoch's validation scores in ``logs``).
 
     Returns:
         :class:`FitResult`.
@@ -469,7 +477,7 @@ def fit(config: Config | Mapping[str, Any] | str | os.PathLike, *, overrides: Se
             loss_fn = losses.get(loss_spec(config), num_classes=run.info.num_classes)
             model_info = _model_info(run, model)
             _log(f"inference geometry: {model_info.geometry.describe()}", run.chief)
-            initial_epoch, stopped = _run_phases(run, model, train_ds, loss_fn, model_info)
+            initial_epoch, stopped = _run_phases(run, model, train_ds, loss_fn, model_info, list(callbacks))
         return _finish(run, model, initial_epoch, stopped, time.perf_counter() - started)
     finally:
         distribute.cleanup_write_dir(run.out_dir, run.run_dir)
