@@ -19,7 +19,8 @@ from kerasseg import __version__
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("kerasseg.commands.demo", "run the end-to-end demo on a generated phantom dataset"),
-    "train": ("kerasseg.commands.train", "train a model from a YAML config"),
+    "plan": ("kerasseg.commands.plan", "fingerprint a dataset and write a training config for this machine"),
+    "train": ("kerasseg.commands.train", "train a model from a YAML config (or plan and train: DATA --plan)"),
     "evaluate": ("kerasseg.commands.evaluate", "evaluate a model on a converted dataset split"),
     "predict": ("kerasseg.commands.predict", "write masks (and overlays) for images or folders"),
     "export": ("kerasseg.commands.export", "export a trained model as a SavedModel (and TFLite)"),

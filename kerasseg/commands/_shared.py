@@ -115,3 +115,36 @@ def open_model_and_split(model_path: str, data_dir: str, split: str, normalizati
             f"{data_dir} has {len(class_names)} {class_names}"
         )
     return loaded, info, class_names
+
+
+def add_plan_flags(parser: argparse.ArgumentParser) -> None:
+    """The planner's options, shared by ``kerasseg plan`` and ``kerasseg train DATA --plan``."""
+    parser.add_argument("--budget-minutes", type=float, default=None, metavar="M",
+                        help="minutes of training to plan for on this machine (default: 30)")
+    parser.add_argument("--model", default=None,
+                        help="architecture: unet (default), attention_unet, segnet, deeplabv3plus, fcn8s, pspnet")
+    parser.add_argument("--run-dir", default=None, help="run folder written into the config "
+                        "(default: runs/<dataset>_<model>)")
+    parser.add_argument("--val-split", default=None, help="validation split (default: val, when present)")
+    parser.add_argument("--memory-gb", type=float, default=None,
+                        help="memory to plan the batch size for (default: detected; 16 on a GPU)")
+    parser.add_argument("--no-probe", action="store_true",
+                        help="skip the timing probe (about a minute); the plan then runs 50 epochs")
+    parser.add_argument("--seed", type=int, default=0, help="the run's seed (default: 0)")
+
+
+def make_plan_from_args(dataset: str, args: argparse.Namespace) -> Any:
+    """Plan ``dataset`` with the flags of :func:`add_plan_flags`; errors become ``CommandError``."""
+    from kerasseg.planning import DEFAULT_BUDGET_MINUTES, PlanError, make_plan
+    from kerasseg.schema import SchemaError
+
+    if not os.path.isdir(dataset):
+        raise CommandError(f"{dataset}: no such dataset folder (convert with labelme2tfrecord or masks2tfrecord)")
+    try:
+        return make_plan(
+            dataset, budget_minutes=args.budget_minutes or DEFAULT_BUDGET_MINUTES, model=args.model,
+            run_dir=args.run_dir, val_split=args.val_split, probe=not args.no_probe, memory_gb=args.memory_gb,
+            seed=args.seed, log=lambda m: print(m, flush=True),
+        )
+    except (PlanError, SchemaError) as e:
+        raise CommandError(str(e)) from None

@@ -1,0 +1,124 @@
+"""Measurements on this machine: activation memory of a model and a short timed training run."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from typing import Any, Callable
+
+from kerasseg.config import Config
+from kerasseg.planning.rules import Timing
+
+# bytes per activation element kept for the backward pass: float32 value + gradient + one temporary
+_BYTES_PER_ACTIVATION = 12
+
+
+def _output_elements(model: Any) -> int:
+    import numpy as np
+
+    import keras
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += _output_elements(layer)
+            continue
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        outputs = layer.output if isinstance(layer.output, (list, tuple)) else [layer.output]
+        for tensor in outputs:
+            shape = [d for d in tensor.shape[1:]]
+            if all(d is not None for d in shape):
+                total += int(np.prod(shape))
+    return total
+
+
+def activation_bytes(config: Config, *, channels: int, num_classes: int) -> float:
+    """Training memory of one example at ``config.data.image_size``: every layer's output
+    kept for the backward pass (value, gradient and a temporary, float32)."""
+    import keras
+
+    from kerasseg import models
+
+    height, width = config.data.image_size
+    model = models.build(config.model.name, input_shape=(height, width, channels), num_classes=num_classes,
+                         **config.model.options)
+    try:
+        return float(_output_elements(model) * _BYTES_PER_ACTIVATION)
+    finally:
+        del model
+        keras.backend.clear_session()
+
+
+def _timer_class():
+    import keras
+
+    class StepTimer(keras.callbacks.Callback):
+        """Wall-clock times of every batch end and epoch boundary of a run."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.batch_ends: dict[int, list[float]] = {}
+            self.epoch_begins: dict[int, float] = {}
+            self.epoch_ends: dict[int, float] = {}
+            self._epoch = 0
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self._epoch = epoch
+            self.epoch_begins[epoch] = time.perf_counter()
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            self.batch_ends.setdefault(self._epoch, []).append(time.perf_counter())
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            self.epoch_ends[epoch] = time.perf_counter()
+
+    return StepTimer
+
+
+def time_training(config: Config, *, steps: int = 5, log: Callable[[str], None] | None = None) -> Timing:
+    """Run ``config`` for two short epochs of ``steps`` steps in a temporary run folder and time it.
+
+    The second epoch gives the steady step time (data pipeline included) and
+    the cost of an epoch end (batch-norm re-estimation, full-image validation,
+    checkpoints); the first batch gives the start-up cost (building, tracing).
+    The temporary folder is removed afterwards.
+    """
+    from kerasseg import training
+
+    probe = copy.deepcopy(config)
+    probe.training.epochs = 2
+    probe.training.steps_per_epoch = steps
+    probe.training.max_minutes = None
+    probe.training.verbose = 0
+    probe.schedule.warmup_epochs = 0
+    probe.callbacks.tensorboard = False
+    probe.callbacks.backup = False
+    probe.callbacks.learning_curves = False
+    probe.callbacks.early_stopping_patience = None
+    folder = tempfile.mkdtemp(prefix=".kerasseg-tmp-plan-probe-")
+    probe.run_dir = os.path.join(folder, "run")
+    timer = _timer_class()()
+    if log:
+        log(f"timing probe: 2 epochs of {steps} steps of {config.model.name} on this machine ...")
+    started = time.perf_counter()
+    try:
+        training.fit(probe, callbacks=[timer])
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    elapsed = time.perf_counter() - started
+    second = timer.batch_ends.get(1) or []
+    if len(second) < 2:
+        raise RuntimeError("the timing probe recorded too few steps")
+    gaps = [b - a for a, b in zip([timer.epoch_begins[1]] + second[:-1], second)]
+    step = statistics.median(gaps)
+    epoch_end = timer.epoch_ends[1] - second[-1]
+    startup = max(0.0, timer.batch_ends[0][0] - started - step)
+    return Timing(step_seconds=step, epoch_end_seconds=epoch_end, startup_seconds=startup, probe_seconds=elapsed)
+
+
+__all__ = ["activation_bytes", "time_training"]
