@@ -103,6 +103,12 @@ def yaml_load(text: Any) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
+def _recommended_augmentation() -> dict:
+    from kerasseg.data.augment import RECOMMENDED_AUGMENTATION
+
+    return dict(RECOMMENDED_AUGMENTATION)
+
+
 @dataclasses.dataclass
 class DataConfig:
     """Where the data is and how it is fed.
@@ -118,7 +124,8 @@ class DataConfig:
             (foreground-biased patches, ``foreground_fraction`` of them centred on a
             labelled pixel), ``center_crop`` or ``pad``.
         augmentation: augmentation settings passed to ``kerasseg.data.load_dataset``
-            (``AugmentConfig`` keys, e.g. ``{hflip: 0.5, elastic: 0.3}``).
+            (``AugmentConfig`` keys, e.g. ``{hflip: 0.5, elastic: 0.3}``); default
+            ``kerasseg.data.augment.RECOMMENDED_AUGMENTATION``, ``{}`` for none.
         preprocess: classical preprocessing steps run before caching
             (``kerasseg.data.classical``), e.g. ``[{name: median, size: 3}]``.
         class_weights: ``false`` (all 1), ``true``/``median_frequency``
@@ -135,7 +142,7 @@ class DataConfig:
     normalization: dict = dataclasses.field(default_factory=lambda: {"method": "zscore"})
     geometry: str = "resize"
     foreground_fraction: float = 0.5
-    augmentation: dict = dataclasses.field(default_factory=dict)
+    augmentation: dict = dataclasses.field(default_factory=_recommended_augmentation)
     preprocess: list = dataclasses.field(default_factory=list)
     class_weights: Any = False
     cache: bool = False

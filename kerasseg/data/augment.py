@@ -38,6 +38,14 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
+# What a training config augments with unless it says otherwise (``data.augmentation``), and what
+# ``kerasseg plan`` starts from: flips and 90-degree turns, small affine warps, elastic deformation
+# as in the U-Net paper, intensity jitter. ``data.augmentation: {}`` trains without augmentation.
+RECOMMENDED_AUGMENTATION: dict[str, float] = {
+    "hflip": 0.5, "vflip": 0.5, "rot90": 0.5, "affine": 0.3, "elastic": 0.3,
+    "brightness": 0.3, "contrast": 0.3, "gamma": 0.2, "noise": 0.1, "blur": 0.0,
+}
+
 _TRANSFORMS = ("hflip", "vflip", "rot90", "affine", "elastic", "brightness", "contrast", "gamma", "noise", "blur")
 
 
@@ -367,4 +375,4 @@ def gaussian_blur(image, sigma, *, max_sigma: float = 3.0):
     return out[0]
 
 
-__all__ = ["AugmentConfig", "as_augment_config", "augment", "element_seed", "gaussian_blur"]
+__all__ = ["RECOMMENDED_AUGMENTATION", "AugmentConfig", "as_augment_config", "augment", "element_seed", "gaussian_blur"]
