@@ -43,6 +43,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                         f"from the file header before decoding (default: ${ENV_VAR}, else "
                         f"{DEFAULT_MAX_PIXELS} = {DEFAULT_MAX_PIXELS / 1e6:g} megapixels)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--verbose", action="store_true",
+                        help="keep TensorFlow's start-up and C++ log messages (hidden by default)")
     parser.add_argument("--verify", metavar="DIR", default=None,
                         help="only check an already converted dataset folder and exit")
 
@@ -91,7 +93,10 @@ def _verify(path: str) -> int:
     return 0 if report.ok else 1
 
 
-def _run(prog: str, call) -> int:
+def _run(prog: str, call, *, verbose: bool = False) -> int:
+    from kerasseg.tf_logging import import_tensorflow_quietly
+
+    import_tensorflow_quietly(verbose=verbose)
     try:
         return call()
     except AnnotationError as e:
@@ -107,7 +112,7 @@ def labelme2tfrecord_main(argv: Sequence[str] | None = None) -> int:
     parser = _labelme_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.verify:
-        return _run(parser.prog, lambda: _verify(args.verify))
+        return _run(parser.prog, lambda: _verify(args.verify), verbose=args.verbose)
     if not args.input_dir or not args.output_dir:
         parser.error("INPUT_DIR and OUTPUT_DIR are required (or --verify DIR)")
 
@@ -124,7 +129,7 @@ def labelme2tfrecord_main(argv: Sequence[str] | None = None) -> int:
         print(f"report saved to {os.path.join(report.output_dir, 'report.txt')} (and report.json)")
         return 0
 
-    return _run(parser.prog, call)
+    return _run(parser.prog, call, verbose=args.verbose)
 
 
 def masks2tfrecord_main(argv: Sequence[str] | None = None) -> int:
@@ -132,7 +137,7 @@ def masks2tfrecord_main(argv: Sequence[str] | None = None) -> int:
     parser = _masks_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.verify:
-        return _run(parser.prog, lambda: _verify(args.verify))
+        return _run(parser.prog, lambda: _verify(args.verify), verbose=args.verbose)
     if not (args.images_dir and args.masks_dir and args.output_dir):
         parser.error("IMAGES_DIR, MASKS_DIR and OUTPUT_DIR are required (or --verify DIR)")
 
@@ -150,7 +155,7 @@ def masks2tfrecord_main(argv: Sequence[str] | None = None) -> int:
         print(f"report saved to {os.path.join(report.output_dir, 'report.txt')} (and report.json)")
         return 0
 
-    return _run(parser.prog, call)
+    return _run(parser.prog, call, verbose=args.verbose)
 
 
 __all__ = ["labelme2tfrecord_main", "masks2tfrecord_main"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from typing import Any
 
 
@@ -100,10 +101,30 @@ class ConversionReport:
         lines.append(f"skipped {len(self.skipped)} file(s)" + (":" if self.skipped else ""))
         lines += [f"  {note.path}: {note.message}" for note in self.skipped]
         lines.append(f"warnings: {len(self.warnings)}" + (":" if self.warnings else ""))
-        lines += [f"  {note.path}: {note.message}" for note in self.warnings]
+        lines += _grouped_notes(self.warnings)
         if self.previews:
             lines.append(f"previews: {len(self.previews)} overlay PNG(s) in {self.output_dir}/preview/")
         return "\n".join(lines) + "\n"
+
+
+# a message given for more files than this is printed once, with a count
+_REPEATS_SHOWN = 3
+
+
+def _grouped_notes(notes: list[FileNote]) -> list[str]:
+    """One line per note, except that a message repeated for many files is summarised once
+    with its count and the first files (every file stays listed in report.json)."""
+    by_message: dict[str, list[str]] = {}
+    for note in notes:
+        by_message.setdefault(note.message, []).append(note.path)
+    lines = []
+    for message, paths in by_message.items():
+        if len(paths) <= _REPEATS_SHOWN:
+            lines += [f"  {path}: {message}" for path in paths]
+        else:
+            shown = ", ".join(os.path.basename(p) for p in paths[:_REPEATS_SHOWN])
+            lines.append(f"  {message}: {len(paths)} files ({shown}, ...; all listed in report.json)")
+    return lines
 
 
 __all__ = ["ConversionReport", "FileNote"]

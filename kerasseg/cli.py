@@ -45,6 +45,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     requested = _requested_command(argv)
     for name, (module_name, help_text) in COMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        sub_parser.add_argument("--verbose", action="store_true",
+                                help="keep TensorFlow's start-up and C++ log messages (hidden by default)")
         # Only the chosen subcommand's module is imported (it may pull in TensorFlow).
         if name == requested:
             module = importlib.import_module(module_name)
@@ -65,11 +67,18 @@ def _requested_command(argv: Sequence[str]) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kerasseg`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    # --verbose is accepted anywhere (also after a nested subcommand such as `data verify`)
+    verbose = "--verbose" in argv
+    argv = [word for word in argv if word != "--verbose"]
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    args.verbose = verbose
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0 if args.command is None else 2
+    from kerasseg.tf_logging import import_tensorflow_quietly
+
+    import_tensorflow_quietly(verbose=args.verbose)
     try:
         return int(args._run(args) or 0)
     except CommandError as e:
