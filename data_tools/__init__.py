@@ -18,6 +18,7 @@ from typing import Any
 _LAZY = {
     "convert_labelme": "data_tools.converter",
     "convert_mask_folder": "data_tools.converter",
+    "convert_mask_list": "data_tools.converter",
     "verify_dataset": "data_tools.verify",
     "VerifyReport": "data_tools.verify",
     "ConversionReport": "data_tools.report",

@@ -75,7 +75,18 @@ def _masks_parser() -> argparse.ArgumentParser:
     parser.add_argument("output_dir", nargs="?", metavar="OUTPUT_DIR")
     parser.add_argument("--mask-pattern", default=None,
                         help="mask file names of an image, {stem} = image name without extension "
-                        "(default: '{stem}.*'; e.g. '{stem}_mask*.png'); several matches are combined")
+                        "(default: '{stem}.*'; e.g. '{stem}_mask*.png'), or {id} with --image-pattern "
+                        "(e.g. '{id}_manual1.gif'); several matches are combined")
+    parser.add_argument("--image-pattern", default=None,
+                        help="which files are images, with {id} once (e.g. '{id}_training.tif'): pairs images "
+                        "with masks and ROI files named differently through the shared id")
+    parser.add_argument("--roi-pattern", default=None,
+                        help="an image's region-of-interest / field-of-view file ({stem} or {id}, e.g. "
+                        "'{id}_training_mask.gif'): labels outside it become ignore (255) and the ROI is stored")
+    parser.add_argument("--roi-dir", default=None, help="folder of the ROI files (default: MASKS_DIR)")
+    parser.add_argument("--pairs", default=None, metavar="LIST.csv",
+                        help="instead of IMAGES_DIR and MASKS_DIR: a CSV/TSV of 'image,mask[,roi]' rows "
+                        "(paths relative to the list); then only OUTPUT_DIR is given")
     parser.add_argument("--threshold", type=float, default=None,
                         help="binary masks from grey values: value > T is class 1")
     parser.add_argument("--class-map", default=None,
@@ -133,24 +144,36 @@ def labelme2tfrecord_main(argv: Sequence[str] | None = None) -> int:
 
 
 def masks2tfrecord_main(argv: Sequence[str] | None = None) -> int:
-    """``masks2tfrecord IMAGES_DIR MASKS_DIR OUTPUT_DIR [options]`` or ``--verify DIR``."""
+    """``masks2tfrecord IMAGES_DIR MASKS_DIR OUTPUT_DIR [options]``, ``--pairs LIST OUTPUT_DIR`` or ``--verify DIR``."""
     parser = _masks_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.verify:
         return _run(parser.prog, lambda: _verify(args.verify), verbose=args.verbose)
-    if not (args.images_dir and args.masks_dir and args.output_dir):
-        parser.error("IMAGES_DIR, MASKS_DIR and OUTPUT_DIR are required (or --verify DIR)")
+    if args.pairs:
+        if args.masks_dir or not args.images_dir:
+            parser.error("with --pairs LIST give only OUTPUT_DIR")
+        if args.mask_pattern or args.image_pattern or args.roi_pattern or args.roi_dir:
+            parser.error("--pairs names every file: --mask-pattern, --image-pattern, --roi-pattern and --roi-dir "
+                         "do not apply")
+    elif not (args.images_dir and args.masks_dir and args.output_dir):
+        parser.error("IMAGES_DIR, MASKS_DIR and OUTPUT_DIR are required (or --pairs LIST OUTPUT_DIR, or --verify DIR)")
 
     def call() -> int:
-        from data_tools.converter import convert_mask_folder
+        from data_tools.converter import convert_mask_folder, convert_mask_list
 
-        report = convert_mask_folder(
-            args.images_dir, args.masks_dir, args.output_dir, mask_pattern=args.mask_pattern,
+        common = dict(
             threshold=args.threshold, class_map=args.class_map, split=args.split, folds=args.folds,
             seed=args.seed, shards=args.shards, workers=args.workers, on_error=args.on_error,
             overwrite=args.overwrite, preview=args.preview, progress=not args.no_progress,
             max_pixels=args.max_pixels, split_file=args.split_file,
         )
+        if args.pairs:
+            report = convert_mask_list(args.pairs, args.images_dir, **common)
+        else:
+            report = convert_mask_folder(
+                args.images_dir, args.masks_dir, args.output_dir, mask_pattern=args.mask_pattern,
+                image_pattern=args.image_pattern, roi_pattern=args.roi_pattern, roi_dir=args.roi_dir, **common,
+            )
         print(report.to_text(), end="")
         print(f"report saved to {os.path.join(report.output_dir, 'report.txt')} (and report.json)")
         return 0

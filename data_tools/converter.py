@@ -222,6 +222,9 @@ def convert_mask_folder(
     mask_pattern: str | None = None,
     threshold: float | None = None,
     class_map: str | os.PathLike | None = None,
+    image_pattern: str | None = None,
+    roi_pattern: str | None = None,
+    roi_dir: str | os.PathLike | None = None,
     split: str | Mapping[str, float] = DEFAULT_SPLIT,
     folds: int = 0,
     seed: int = 0,
@@ -241,18 +244,26 @@ def convert_mask_folder(
         images_dir: images (PNG, JPEG, TIFF, BMP, GIF), searched recursively.
         masks_dir: mask files, same sub-folders as the images (may be ``images_dir``).
         mask_pattern: file pattern of an image's masks, ``{stem}`` = image name
-            without extension (default ``"{stem}.*"``); several matches are combined.
+            without extension (default ``"{stem}.*"``), or ``{id}`` with
+            ``image_pattern``; several matches are combined.
         threshold: grey masks become binary: value > threshold -> class 1.
         class_map: file mapping mask values/colours to classes (see
             :class:`data_tools.masks.ClassMap`); default: values are class ids
             (0/255 binary masks -> 0/1).
+        image_pattern: which files are images, holding ``{id}`` once
+            (``"{id}_training.tif"``); the id pairs the image with masks and ROI
+            named differently, and becomes the source id.
+        roi_pattern: an image's region-of-interest (field-of-view) file
+            (``{stem}`` or ``{id}``), in ``roi_dir`` (default ``masks_dir``):
+            labels outside it become ignore (255), so training and evaluation
+            count only ROI pixels; the ROI is stored in the record too
+            (``image/roi/encoded``).
         split, folds, seed, shards, workers, on_error, overwrite, preview,
         progress, log, max_pixels, split_file: as in :func:`convert_labelme`.
 
     Returns:
         The :class:`~data_tools.report.ConversionReport`.
     """
-    from data_tools.images import check_file_pixels
     from data_tools.masks import DEFAULT_MASK_PATTERN, find_pairs, read_class_map
 
     started = time.perf_counter()
@@ -260,14 +271,83 @@ def convert_mask_folder(
                             split_file)
     images_dir = _existing_dir(images_dir, "IMAGES_DIR")
     masks_dir = _existing_dir(masks_dir, "MASKS_DIR")
-    output_dir = output.check_output(output_dir, overwrite, inputs=[images_dir, masks_dir])
+    roi_dir = _existing_dir(roi_dir, "--roi-dir") if roi_dir is not None else None
+    output_dir = output.check_output(output_dir, overwrite,
+                                     inputs=[images_dir, masks_dir] + ([roi_dir] if roi_dir else []))
     if threshold is not None and not math.isfinite(float(threshold)):
         raise ConversionError(None, f"--threshold must be a finite number, got {threshold}")
     cmap = read_class_map(class_map) if class_map is not None else None
     pattern = mask_pattern or DEFAULT_MASK_PATTERN
-    pairs, problems = find_pairs(images_dir, masks_dir, mask_pattern=pattern, exclude=[output_dir])
+    pairs, problems = find_pairs(images_dir, masks_dir, mask_pattern=pattern, exclude=[output_dir],
+                                 image_pattern=image_pattern, roi_pattern=roi_pattern, roi_dir=roi_dir)
     if not pairs and not problems:
         raise ConversionError(images_dir, "no images found (searched recursively for PNG/JPEG/TIFF/BMP/GIF)")
+    description = {
+        "images_dir": images_dir,
+        "masks_dir": masks_dir,
+        "mask_pattern": pattern,
+        "image_pattern": image_pattern,
+        "roi_pattern": roi_pattern,
+        "roi_dir": roi_dir or (masks_dir if roi_pattern else None),
+        "threshold": threshold,
+        "class_map": cmap.source if cmap is not None else None,
+    }
+    return _convert_pairs(pairs, problems, images_root=images_dir, description=description, threshold=threshold,
+                          cmap=cmap, options=options, output_dir=output_dir, started=started, progress=progress,
+                          log=log)
+
+
+def convert_mask_list(
+    pairs_file: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    threshold: float | None = None,
+    class_map: str | os.PathLike | None = None,
+    split: str | Mapping[str, float] = DEFAULT_SPLIT,
+    folds: int = 0,
+    seed: int = 0,
+    shards: int | None = None,
+    workers: int = 1,
+    on_error: str = "stop",
+    overwrite: bool = False,
+    preview: int = 0,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+    max_pixels: int | None = None,
+    split_file: str | os.PathLike | None = None,
+) -> ConversionReport:
+    """Convert the image/mask(/ROI) pairs listed in a CSV or TSV file to TFRecords.
+
+    ``pairs_file`` has one ``image,mask[,roi]`` row per example (see
+    :func:`data_tools.pairs_file.read_pairs_file`); the other arguments are
+    those of :func:`convert_mask_folder`. Source ids are the image paths
+    relative to the list's folder, without extension.
+    """
+    from data_tools.masks import read_class_map
+    from data_tools.pairs_file import read_pairs_file
+
+    started = time.perf_counter()
+    options = _Options.make(split, folds, seed, shards, workers, on_error, preview, max_pixels, overwrite,
+                            split_file)
+    pairs_file = os.path.abspath(os.fspath(pairs_file))
+    pairs, problems, folders = read_pairs_file(pairs_file)
+    output_dir = output.check_output(output_dir, overwrite, inputs=[pairs_file, *folders])
+    if threshold is not None and not math.isfinite(float(threshold)):
+        raise ConversionError(None, f"--threshold must be a finite number, got {threshold}")
+    cmap = read_class_map(class_map) if class_map is not None else None
+    description = {"pairs_file": pairs_file, "threshold": threshold,
+                   "class_map": cmap.source if cmap is not None else None}
+    return _convert_pairs(pairs, problems, images_root=os.path.dirname(pairs_file), description=description,
+                          threshold=threshold, cmap=cmap, options=options, output_dir=output_dir, started=started,
+                          progress=progress, log=log)
+
+
+def _convert_pairs(pairs: list, problems: list, *, images_root: str, description: dict[str, Any], threshold,
+                   cmap, options: "_Options", output_dir: str, started: float, progress: bool,
+                   log: Callable[[str], None] | None) -> ConversionReport:
+    """Check sizes, then convert ``pairs`` (``MaskPair``); ``problems`` are reported as bad files."""
+    from data_tools.images import check_file_pixels
+
     pool = _start_pool(options.workers, len(pairs))
     try:
         skipped: list[FileNote] = []
@@ -277,7 +357,7 @@ def convert_mask_folder(
         sized = []
         for pair in pairs:
             try:
-                for path in (pair.image, *pair.masks):
+                for path in (pair.image, *pair.masks, *([pair.roi] if pair.roi else [])):
                     check_file_pixels(path, max_pixels=options.max_pixels)
             except AnnotationError as e:
                 fail(e)
@@ -288,7 +368,7 @@ def convert_mask_folder(
 
         def make_payload(source_id: str) -> tuple:
             pair = by_id[source_id]
-            return (pair.image, pair.masks, images_dir, threshold, cmap, options.max_pixels)
+            return (pair.image, pair.masks, images_root, threshold, cmap, options.max_pixels, pair.roi)
 
         return _convert(
             kind="masks",
@@ -296,13 +376,7 @@ def convert_mask_folder(
             make_payload=make_payload,
             class_names=list(cmap.names) if cmap is not None else None,
             options=options,
-            input_description={
-                "images_dir": images_dir,
-                "masks_dir": masks_dir,
-                "mask_pattern": pattern,
-                "threshold": threshold,
-                "class_map": cmap.source if cmap is not None else None,
-            },
+            input_description=description,
             output_dir=output_dir,
             skipped=skipped,
             started=started,
@@ -573,7 +647,7 @@ def _write_records(
                     height=result["height"],
                     width=result["width"],
                     channels=result["channels"],
-                    mask_png=result["mask_png"],
+                    mask_png=result["mask_png"], roi_png=result.get("roi_png"),
                     filename=result["filename"],
                     source_id=task.source_id,
                 ))
@@ -809,11 +883,12 @@ def process_task(task: _Task) -> dict:
     """Convert one example; return a plain dict (errors are returned, not raised)."""
     path = task.payload[0]
     try:
+        roi = None
         if task.kind == "labelme":
             image, mask, filename, notes, path = _labelme_example(task)
         else:
-            image, mask, filename, notes, path = _mask_example(task)
-        return _result(task, image, mask, filename, notes, path)
+            image, mask, filename, notes, path, roi = _mask_example(task)
+        return _result(task, image, mask, filename, notes, path, roi)
     except AnnotationError as e:
         return {"ok": False, "position": task.position, "path": e.path or path, "problem": e.problem}
     except MemoryError:
@@ -833,9 +908,9 @@ def _labelme_example(task: _Task):
 
 def _mask_example(task: _Task):
     from data_tools.images import decode_image
-    from data_tools.masks import combine_masks, read_mask
+    from data_tools.masks import combine_masks, read_mask, read_roi
 
-    image_path, mask_paths, images_dir, threshold, cmap, max_pixels = task.payload
+    image_path, mask_paths, images_dir, threshold, cmap, max_pixels, roi_path = task.payload
     try:
         with open(image_path, "rb") as f:
             raw = f.read()
@@ -850,11 +925,18 @@ def _mask_example(task: _Task):
                 f"is {image.width}x{image.height}"
             )
     mask = combine_masks(masks, mask_paths)
+    roi = None
+    if roi_path is not None:
+        roi = read_roi(roi_path, max_pixels=max_pixels)
+        if roi.shape != mask.shape:
+            raise AnnotationError(roi_path, f"ROI is {roi.shape[1]}x{roi.shape[0]} but the image "
+                                  f"{os.path.basename(image_path)} is {image.width}x{image.height}")
+        mask = np.where(roi, mask, IGNORE_INDEX).astype(np.uint8)
     notes = list(image.notes)
     if len(mask_paths) > 1:
         notes.append(f"{len(mask_paths)} mask files combined: " + ", ".join(os.path.basename(p) for p in mask_paths))
     filename = os.path.relpath(image_path, images_dir).replace(os.sep, "/")
-    return image, mask, filename, notes, image_path
+    return image, mask, filename, notes, image_path, roi
 
 
 def _channel_stats(pixels: np.ndarray) -> dict:
@@ -875,7 +957,8 @@ def _channel_stats(pixels: np.ndarray) -> dict:
     return {"sum": sums, "sumsq": sumsq, "min": lows, "max": highs, "count": int(pixels.shape[0] * pixels.shape[1])}
 
 
-def _result(task: _Task, image, mask: np.ndarray, filename: str, notes: list[str], path: str) -> dict:
+def _result(task: _Task, image, mask: np.ndarray, filename: str, notes: list[str], path: str,
+            roi: np.ndarray | None = None) -> dict:
     from data_tools.images import encode_png
     from data_tools.preview import overlay
 
@@ -894,6 +977,7 @@ def _result(task: _Task, image, mask: np.ndarray, filename: str, notes: list[str
         "channels": image.channels,
         "dtype": image.dtype,
         "mask_png": encode_png(mask),
+        "roi_png": None if roi is None else encode_png(np.where(roi, 255, 0).astype(np.uint8)),
         "class_pixels": np.bincount(mask.ravel(), minlength=256).astype(np.int64),
         "stats": stats,
         "notes": notes,
@@ -901,4 +985,4 @@ def _result(task: _Task, image, mask: np.ndarray, filename: str, notes: list[str
     }
 
 
-__all__ = ["ON_ERROR_CHOICES", "convert_labelme", "convert_mask_folder", "process_task"]
+__all__ = ["ON_ERROR_CHOICES", "convert_labelme", "convert_mask_folder", "convert_mask_list", "process_task"]

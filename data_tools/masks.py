@@ -7,6 +7,16 @@ Each image ``IMAGES_DIR/<rel>/<stem>.<ext>`` is paired with the mask files
 pixels of later files (sorted by name) overwrite earlier ones, so binary
 masks give their union.
 
+Names that differ beyond a suffix are paired through a shared id: an image
+pattern with ``{id}`` (``'{id}_training.tif'``) selects the images and takes the
+id from each name, and mask / ROI patterns use ``{id}`` too (``'{id}_manual1.gif'``,
+``'{id}_training_mask.gif'``); ``*`` matches anything in every pattern. The id
+(below ``IMAGES_DIR``'s sub-folders) is then the example's source id.
+
+A region-of-interest (field-of-view) file per image (``roi_pattern``, looked up
+in ``roi_dir``, default ``MASKS_DIR``) marks with non-zero pixels where the
+labels are valid; the converter makes every pixel outside it ignore (255).
+
 How pixel values become class ids:
 
 * palette PNG/GIF with a colour palette (PASCAL VOC): the palette index is the
@@ -26,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
+import re
 from typing import Sequence
 
 import numpy as np
@@ -123,6 +134,7 @@ class MaskPair:
     source_id: str
     image: str
     masks: tuple[str, ...]
+    roi: str | None = None
 
 
 def find_pairs(
@@ -131,27 +143,44 @@ def find_pairs(
     *,
     mask_pattern: str = DEFAULT_MASK_PATTERN,
     exclude: Sequence[str] = (),
+    image_pattern: str | None = None,
+    roi_pattern: str | None = None,
+    roi_dir: str | os.PathLike | None = None,
 ) -> tuple[list[MaskPair], list[AnnotationError]]:
-    """Pair every image with its mask files.
+    """Pair every image with its mask files (and its ROI file); see the module docstring.
+
+    Args:
+        images_dir, masks_dir: the folders (searched recursively, same sub-folders).
+        mask_pattern: an image's mask files, with ``{stem}`` or ``{id}``.
+        exclude: folders not to search (the output folder).
+        image_pattern: which files are images, with ``{id}`` (default: every image file).
+        roi_pattern: an image's region-of-interest file, with ``{stem}`` or ``{id}``.
+        roi_dir: where ROI files are (default ``masks_dir``).
 
     Returns:
         ``(pairs, problems)``: pairs sorted by source id (the image path relative
-        to ``images_dir`` without extension, ``/``-separated) and one error per
-        image without a mask, per duplicate id, per file whose name is not
-        UTF-8 and per image or mask whose real path (symlinks resolved) lies
-        outside its folder.
+        to ``images_dir`` without extension, or its ``{id}``, ``/``-separated) and
+        one error per image without a mask (or ROI), per duplicate id, per file
+        whose name is not UTF-8 and per image or mask whose real path (symlinks
+        resolved) lies outside its folder.
     """
     images_dir = os.path.abspath(os.fspath(images_dir))
     masks_dir = os.path.abspath(os.fspath(masks_dir))
-    if "{stem}" not in mask_pattern:
-        raise AnnotationError(None, f"--mask-pattern {mask_pattern!r} must contain {{stem}}")
+    roi_dir = os.path.abspath(os.fspath(roi_dir)) if roi_dir is not None else masks_dir
+    id_regex = _check_patterns(image_pattern, mask_pattern, roi_pattern)
     excluded = [os.path.abspath(p) for p in exclude]
     candidates = []
+    name_id: dict[str, str] = {}
     for root, dirs, files in os.walk(images_dir):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and os.path.join(root, d) not in excluded)
         for name in sorted(files):
             if name.startswith(".") or os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
                 continue
+            if id_regex is not None:
+                match = id_regex.fullmatch(name)
+                if not match:
+                    continue  # not an image of this set (a mask beside the images, another suffix)
+                name_id[os.path.join(root, name)] = match.group("id")
             candidates.append(os.path.join(root, name))
     problems: list[AnnotationError] = []
     checked = []
@@ -165,25 +194,24 @@ def find_pairs(
         checked.append(image)
     candidates = checked
     mask_of: dict[str, list[str]] = {}
+    roi_of: dict[str, list[str]] = {}
     refused_masks: dict[str, AnnotationError] = {}
     for image in candidates:
         rel_dir = os.path.relpath(os.path.dirname(image), images_dir)
         stem = os.path.splitext(os.path.basename(image))[0]
-        pattern = mask_pattern.replace("{stem}", glob.escape(stem))
-        folder = os.path.normpath(os.path.join(masks_dir, rel_dir))
-        found = sorted(
-            p for p in glob.glob(os.path.join(glob.escape(folder), pattern))
-            if os.path.isfile(p) and os.path.abspath(p) != image
-            and os.path.splitext(p)[1].lower() in IMAGE_EXTENSIONS
-        )
+        found = _matching(masks_dir, rel_dir, mask_pattern, stem, name_id.get(image), image)
         mask_of[image] = found
-        for mask in found:
+        checks = [(mask, masks_dir, "mask") for mask in found]
+        if roi_pattern is not None:
+            roi_of[image] = _matching(roi_dir, rel_dir, roi_pattern, stem, name_id.get(image), image)
+            checks += [(roi, roi_dir, "ROI file") for roi in roi_of[image]]
+        for path, root, what in checks:
             try:
-                check_utf8_name(mask, masks_dir)
-                check_inside(mask, masks_dir, what="mask")
+                check_utf8_name(path, root)
+                check_inside(path, root, what=what)
             except AnnotationError as e:
                 refused_masks.setdefault(image, e)
-    all_masks = {m for masks in mask_of.values() for m in masks}
+    all_masks = {m for masks in (*mask_of.values(), *roi_of.values()) for m in masks}
     pairs: list[MaskPair] = []
     seen: dict[str, str] = {}
     for image in candidates:
@@ -193,6 +221,8 @@ def find_pairs(
             problems.append(refused_masks[image])
             continue
         source_id = os.path.splitext(os.path.relpath(image, images_dir))[0].replace(os.sep, "/")
+        if image in name_id:
+            source_id = "/".join([*source_id.split("/")[:-1], name_id[image]])
         key = source_id.lower()
         if key in seen:
             problems.append(
@@ -208,8 +238,56 @@ def find_pairs(
                 )
             )
             continue
-        pairs.append(MaskPair(source_id, image, tuple(mask_of[image])))
+        roi = None
+        if roi_pattern is not None:
+            rois = roi_of[image]
+            where = os.path.join(roi_dir, os.path.relpath(os.path.dirname(image), images_dir))
+            if len(rois) != 1:
+                problems.append(AnnotationError(
+                    image, f"{'no' if not rois else len(rois)} ROI file(s) matching {roi_pattern!r} in "
+                    f"{where}" + (f": {', '.join(os.path.basename(r) for r in rois)}; one is needed" if rois else "")))
+                continue
+            roi = rois[0]
+        pairs.append(MaskPair(source_id, image, tuple(mask_of[image]), roi))
     return sorted(pairs, key=lambda p: p.source_id), problems
+
+
+def _pattern_regex(pattern: str) -> "re.Pattern[str]":
+    """``'{id}_training.tif'`` -> a regex with the named group ``id`` (``*`` matches anything)."""
+    parts = []
+    for piece in re.split(r"(\{id\}|\*)", pattern):
+        parts.append("(?P<id>.+?)" if piece == "{id}" else ".*" if piece == "*" else re.escape(piece))
+    return re.compile("".join(parts))
+
+
+def _check_patterns(image_pattern: str | None, mask_pattern: str, roi_pattern: str | None):
+    """The image-name regex (``None`` without an image pattern); refuse patterns that cannot pair."""
+    if image_pattern is not None:
+        if image_pattern.count("{id}") != 1 or "/" in image_pattern or os.sep in image_pattern:
+            raise AnnotationError(None, f"--image-pattern {image_pattern!r} must be a file name holding {{id}} once, "
+                                  "e.g. '{id}_training.tif'")
+    for flag, pattern in (("--mask-pattern", mask_pattern), ("--roi-pattern", roi_pattern)):
+        if pattern is None:
+            continue
+        if "{stem}" not in pattern and "{id}" not in pattern:
+            raise AnnotationError(None, f"{flag} {pattern!r} must contain {{stem}} (the image name without "
+                                  "extension) or {id} (with --image-pattern)")
+        if "{id}" in pattern and image_pattern is None:
+            raise AnnotationError(None, f"{flag} {pattern!r} uses {{id}}: give --image-pattern too, e.g. "
+                                  "'{id}_training.tif', so the id can be taken from each image name")
+    return _pattern_regex(image_pattern) if image_pattern is not None else None
+
+
+def _matching(root: str, rel_dir: str, pattern: str, stem: str, image_id: str | None, image: str) -> list[str]:
+    """Files in ``root/rel_dir`` matching ``pattern`` for one image (the image itself excluded)."""
+    filled = pattern.replace("{stem}", glob.escape(stem))
+    if image_id is not None:
+        filled = filled.replace("{id}", glob.escape(image_id))
+    folder = os.path.normpath(os.path.join(root, rel_dir))
+    return sorted(
+        p for p in glob.glob(os.path.join(glob.escape(folder), filled))
+        if os.path.isfile(p) and os.path.abspath(p) != image and os.path.splitext(p)[1].lower() in IMAGE_EXTENSIONS
+    )
 
 
 def read_mask(
@@ -284,6 +362,31 @@ def read_mask(
             "colour mask (R, G, B differ): give a class map with 'R,G,B name' lines (--class-map)",
         )
     raise AnnotationError(path, f"unsupported mask pixel type {mode!r}")
+
+
+def read_roi(path: str, *, max_pixels: int | None = None) -> np.ndarray:
+    """Read a region-of-interest (field-of-view) file into a bool ``(H, W)`` array.
+
+    Any non-zero pixel (any channel; for palette files, any non-black colour;
+    alpha 0 counts as outside) is inside. A file with no pixel inside is an error,
+    since every label of its image would be ignored.
+
+    Raises:
+        AnnotationError: unreadable file, too many pixels, or an empty ROI.
+    """
+    from data_tools.images import open_image
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise AnnotationError(path, f"not a readable ROI image ({e.strerror or e})") from e
+    img = open_image(data, path=path, max_pixels=max_pixels, what="ROI image")
+    arr = np.asarray(img.convert("RGBA"))
+    inside = np.any(arr[:, :, :3] > 0, axis=-1) & (arr[:, :, 3] > 0)
+    if not inside.any():
+        raise AnnotationError(path, "ROI has no pixel inside (all zero): every label of its image would be ignored")
+    return inside
 
 
 def _grey_to_ids(

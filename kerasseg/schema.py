@@ -49,6 +49,8 @@ KEY_IMAGE_FILENAME = "image/filename"
 KEY_IMAGE_SOURCE_ID = "image/source_id"
 KEY_MASK_ENCODED = "image/segmentation/class/encoded"
 KEY_MASK_FORMAT = "image/segmentation/class/format"
+# optional: region of interest (field of view), PNG 255 inside / 0 outside; labels outside are already 255
+KEY_ROI_ENCODED = "image/roi/encoded"
 
 IMAGE_FORMATS = ("png", "jpeg")
 
@@ -85,6 +87,7 @@ def encode_example(
     mask_png: bytes,
     filename: str,
     source_id: str,
+    roi_png: bytes | None = None,
 ) -> bytes:
     """Serialize one image/mask pair as a ``tf.train.Example``.
 
@@ -95,6 +98,8 @@ def encode_example(
         mask_png: PNG of uint8 class ids, ``255`` = ignore, shape ``(height, width)``.
         filename: path of the source image relative to the input folder.
         source_id: stable, unique id of the example.
+        roi_png: optional PNG of the region of interest (255 inside, 0 outside);
+            the mask already holds 255 (ignore) outside it.
 
     Returns:
         The serialized ``tf.train.Example`` bytes.
@@ -121,6 +126,8 @@ def encode_example(
         KEY_MASK_ENCODED: _bytes(mask_png),
         KEY_MASK_FORMAT: _bytes(b"png"),
     }
+    if roi_png is not None:
+        feature[KEY_ROI_ENCODED] = _bytes(roi_png)
     example = tf.train.Example(features=tf.train.Features(feature=feature))
     # deterministic=True: protobuf map order can differ between processes otherwise,
     # and conversions must be byte-identical for any worker count.
@@ -141,6 +148,7 @@ def feature_spec() -> dict:
         KEY_IMAGE_SOURCE_ID: tf.io.FixedLenFeature([], tf.string, default_value=""),
         KEY_MASK_ENCODED: tf.io.FixedLenFeature([], tf.string),
         KEY_MASK_FORMAT: tf.io.FixedLenFeature([], tf.string, default_value="png"),
+        KEY_ROI_ENCODED: tf.io.FixedLenFeature([], tf.string, default_value=""),
     }
 
 
