@@ -53,6 +53,15 @@ metrics give). Pixel accuracy has no class and counts correct pixels: 0/0 is
 ``format_table`` says that nothing was evaluated, so such a report is not
 mistaken for a perfect score.
 
+Threshold-free scores. When ``update`` is given the ``probabilities`` as
+well, the evaluator also keeps a :class:`kerasseg.curves_auc.ProbabilityCurves`
+(one-vs-rest histograms of 16384 bins, ``ignore_index`` pixels left out) and
+the report adds per class ``auc_roc``, ``auc_pr`` (average precision),
+``best_f1`` and ``best_threshold``, and ``mean_auc_roc`` / ``mean_auc_pr``
+over the foreground classes (:func:`kerasseg.classes.foreground_indices`).
+These keys are absent when no probabilities were given, and ``None`` (JSON
+``null``) for a class with no positive or no negative pixel.
+
 Shapes. ``hd95``, ``assd``, ``surface_distances`` and ``binary_scores`` take
 two 2-D masks of one shape; anything else is an :class:`EvaluationError`
 (never a broadcast, never the diagonal of one of them).
@@ -70,6 +79,9 @@ import tempfile
 from typing import Any, Sequence
 
 import numpy as np
+
+from kerasseg.classes import foreground_indices
+from kerasseg.curves_auc import ProbabilityCurves
 
 __all__ = [
     "EMPTY_POLICY",
@@ -350,6 +362,8 @@ class SegmentationEvaluator:
         self.confusion = np.zeros((self.n, self.n), dtype=np.int64)
         self.ignored_pixels = 0
         self.per_image: list[dict[str, Any]] = []
+        self.curves: ProbabilityCurves | None = None
+        self.images_with_probabilities = 0
 
     # ------------------------------------------------------------------ input
 
@@ -377,6 +391,8 @@ class SegmentationEvaluator:
         name: str | None = None,
         *,
         spacing: float | Sequence[float] | None = None,
+        probabilities: Any = None,
+        filename: str | None = None,
     ) -> dict[str, Any]:
         """Add one image.
 
@@ -388,10 +404,15 @@ class SegmentationEvaluator:
             name: an identifier kept in the per-image records (e.g. the file).
             spacing: this image's pixel size, overriding the evaluator's
                 ``spacing`` (scans often differ); same unit for every image.
+            probabilities: optional ``(H, W, K)`` float class probabilities of
+                this image (``K`` classes, or ``K == 1`` for a sigmoid model),
+                accumulated for AUC-ROC / AUC-PR / best F1 (see the module
+                docstring); usually the array ``y_pred`` was taken from.
+            filename: the image's file name, kept in the per-image record.
 
         Returns:
-            This image's record: ``{"index", "name", "dice": {class: v}, "iou",
-            "hd95", "assd", "pixel_accuracy"}``.
+            This image's record: ``{"index", "name", "filename", "dice": {class:
+            v}, "iou", "hd95", "assd", "pixel_accuracy"}``.
         """
         truth = self._as_labels(y_true, "y_true", name)
         pred = self._as_labels(y_pred, "y_pred", name)
@@ -410,6 +431,14 @@ class SegmentationEvaluator:
         bad_pred = np.unique(pred[(pred < 0) | (pred >= self.n)])
         if bad_pred.size:
             raise EvaluationError(f"y_pred{where} holds labels {bad_pred[:10].tolist()} outside 0..{self.n - 1}")
+        if probabilities is not None:
+            if self.curves is None:
+                self.curves = ProbabilityCurves(self.num_classes, self.class_names, ignore_index=self.ignore_index)
+            try:
+                self.curves.update(truth, probabilities)  # validates before adding anything
+            except ValueError as e:
+                raise EvaluationError(f"probabilities{where}: {e}") from None
+            self.images_with_probabilities += 1
 
         t = truth[valid]
         p = pred[valid]
@@ -424,6 +453,7 @@ class SegmentationEvaluator:
         record: dict[str, Any] = {
             "index": len(self.per_image),
             "name": name,
+            "filename": filename,
             "pixels": int(t.size),
             "spacing": list(spacing),
             "pixel_accuracy": float(np.trace(cm) / t.size) if t.size else 0.0,
@@ -464,6 +494,13 @@ class SegmentationEvaluator:
         ``mean_hd95``, ``mean_assd``, ``pixel_accuracy``, ``confusion_matrix``,
         ``counts`` (``images``, ``pixels``, ``ignored_pixels``), ``per_image``,
         ``class_names``, ``spacing``, ``distance_unit``, ``empty_policy``.
+
+        Only when probabilities were given to ``update``: per class also
+        ``auc_roc``, ``auc_pr``, ``best_f1``, ``best_threshold`` (``None`` for
+        a class without positive or negative pixels), ``mean_auc_roc`` and
+        ``mean_auc_pr`` (over the foreground classes, ``None`` values left
+        out; ``None`` when nothing is left), and
+        ``counts.images_with_probabilities``.
         """
         cm = self.confusion.astype(np.float64)
         total = float(cm.sum())
@@ -500,6 +537,11 @@ class SegmentationEvaluator:
                 1 for r in self.per_image if r["pred_pixels"][cname] and not r["truth_pixels"][cname]
             )
             per_class[cname] = entry
+        curves = self.curves.result() if self.curves is not None else None
+        if curves is not None:
+            for cname in self.class_names:
+                for key in ("auc_roc", "auc_pr", "best_f1", "best_threshold"):
+                    per_class[cname][key] = curves[cname][key]
 
         def mean_of(key: str) -> float | None:
             values = [e[key] for e in per_class.values()]
@@ -507,7 +549,14 @@ class SegmentationEvaluator:
                 return None
             return float(np.mean(values))
 
-        return {
+        auc_means: dict[str, float | None] = {}
+        if curves is not None:
+            foreground = [self.class_names[i] for i in foreground_indices(self.class_names)]
+            for key in ("auc_roc", "auc_pr"):
+                values = [per_class[c][key] for c in foreground if per_class[c][key] is not None]
+                auc_means[f"mean_{key}"] = float(np.mean(values)) if values else None
+
+        report: dict[str, Any] = {
             "class_names": list(self.class_names),
             "num_classes": self.num_classes,
             "per_class": per_class,
@@ -518,6 +567,7 @@ class SegmentationEvaluator:
             "mean_precision": mean_of("precision"),
             "mean_hd95": mean_of("hd95"),
             "mean_assd": mean_of("assd"),
+            **auc_means,
             "pixel_accuracy": float(np.trace(cm) / total) if total else 0.0,
             "confusion_matrix": self.confusion.tolist(),
             "counts": {
@@ -531,6 +581,9 @@ class SegmentationEvaluator:
             "empty_policy": EMPTY_POLICY,
             "per_image": copy.deepcopy(self.per_image),
         }
+        if curves is not None:
+            report["counts"]["images_with_probabilities"] = self.images_with_probabilities
+        return report
 
     def format_table(self) -> str:
         """Human-readable summary, starting with ``Intersection over Union for each class:``."""
@@ -546,9 +599,18 @@ class SegmentationEvaluator:
             )
             if e["hd95"] is not None:
                 text += f"  HD95 {e['hd95']:.2f} {unit}  ASSD {e['assd']:.2f} {unit}"
+            if "auc_roc" in e:
+                text += f"  AUC-ROC {_score_text(e['auc_roc'])}  AUC-PR {_score_text(e['auc_pr'])}"
+                if e["best_f1"] is not None:
+                    text += f"  best F1 {e['best_f1']:.4f} @ {e['best_threshold']:.4f}"
             lines.append(text)
         lines.append(f"mean IoU: {report['mean_iou']:.4f}")
         lines.append(f"mean Dice: {report['mean_dice']:.4f}")
+        if "mean_auc_roc" in report:
+            lines.append(
+                f"mean AUC-ROC: {_score_text(report['mean_auc_roc'])}  "
+                f"mean AUC-PR: {_score_text(report['mean_auc_pr'])} (foreground classes, one-vs-rest)"
+            )
         lines.append(f"pixel accuracy: {report['pixel_accuracy']:.4f}")
         counts = report["counts"]
         lines.append(
@@ -586,13 +648,20 @@ class SegmentationEvaluator:
         _atomic_write(path, text + "\n")
 
     def write_csv(self, path: str | os.PathLike) -> None:
-        """Write one row per class and a ``mean`` row, atomically."""
+        """Write one row per class and a ``mean`` row, atomically.
+
+        The ``auc_roc``, ``auc_pr``, ``best_f1`` and ``best_threshold`` columns
+        are there only when probabilities were given to ``update``.
+        """
         report = self.result()
         columns = [
             "class_id", "class_name", "iou", "dice", "sensitivity", "specificity", "precision",
             "hd95", "assd", "dice_per_image", "images_averaged", "truth_pixels", "pred_pixels",
             "images_with_truth", "images_both_empty", "images_missed", "images_false_positive",
         ]
+        if "mean_auc_roc" in report:
+            columns += ["auc_roc", "auc_pr", "best_f1", "best_threshold"]
+        averaged = ("iou", "dice", "sensitivity", "specificity", "precision", "hd95", "assd", "auc_roc", "auc_pr")
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(columns)
@@ -601,25 +670,28 @@ class SegmentationEvaluator:
             writer.writerow([c, cname] + [_csv_value(e[k]) for k in columns[2:]])
         writer.writerow(
             ["", "mean"]
-            + [_csv_value(report.get(f"mean_{k}")) for k in ("iou", "dice", "sensitivity", "specificity", "precision", "hd95", "assd")]
-            + [""] * (len(columns) - 9)
+            + [_csv_value(report.get(f"mean_{k}")) if k in averaged else "" for k in columns[2:]]
         )
         _atomic_write(path, buffer.getvalue())
 
     def write_per_image_csv(self, path: str | os.PathLike) -> None:
-        """Write one row per image: name, pixel accuracy, then Dice/IoU/HD95/ASSD per class."""
-        columns = ["index", "name", "pixel_accuracy"]
+        """Write one row per image: name, file name, pixel accuracy, then Dice/IoU/HD95/ASSD per class."""
+        columns = ["index", "name", "filename", "pixel_accuracy"]
         for metric in ("dice", "iou", "hd95", "assd"):
             columns += [f"{metric}_{c}" for c in self.class_names]
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(columns)
         for r in self.per_image:
-            row = [r["index"], r["name"] or "", _csv_value(r["pixel_accuracy"])]
+            row = [r["index"], r["name"] or "", r.get("filename") or "", _csv_value(r["pixel_accuracy"])]
             for metric in ("dice", "iou", "hd95", "assd"):
                 row += [_csv_value(r[metric][c]) for c in self.class_names]
             writer.writerow(row)
         _atomic_write(path, buffer.getvalue())
+
+
+def _score_text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def _csv_value(value: Any) -> Any:

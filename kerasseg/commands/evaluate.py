@@ -5,7 +5,12 @@ resolution, applied the way it was trained (the geometry in
 ``model_info.json``, with the code ``predict`` and the SavedModel run),
 optionally refines with the dense CRF and/or flip TTA, and
 prints a table per class (IoU, Dice, sensitivity, specificity, HD95) with
-mean IoU and pixel accuracy. Writes the report as JSON (``--report``, default
+mean IoU and pixel accuracy. From the predicted probabilities (with ``--crf``,
+the CRF's marginals) it also reports per class AUC-ROC and AUC-PR (average
+precision), one-vs-rest, and the best F1 over thresholds with the threshold
+reaching it (:mod:`kerasseg.curves_auc`), with the mean AUCs over the
+foreground classes. Per-image records carry the example's ``name`` (its source
+id) and ``filename``. Writes the report as JSON (``--report``, default
 ``<model folder>/evaluation_<split>.json``) and CSV beside it.
 """
 
@@ -79,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
         for example, probs in inference.predict_split(loaded, args.data, args.split, tta=args.tta,
                                                       crf=params, limit=total):
             evaluator.update(example["mask"], inference.probabilities_to_mask(probs),
-                             name=example["source_id"])
+                             name=example["source_id"], probabilities=probs,
+                             filename=example["filename"])
             progress.update(1)
     except inference.InferenceError as e:
         raise CommandError(str(e)) from None
