@@ -2,8 +2,11 @@
 
 * ``kerasseg data verify DIR``: read every record, check it decodes, image and
   mask sizes agree and counts match ``dataset.json`` (exit 1 on problems);
-* ``kerasseg data show DIR --split train -n 8 [--augment] [--out FILE]``: save
-  a grid of images with their masks as the training pipeline yields them.
+* ``kerasseg data show DIR --split train -n 8 [--augment] [--image-size H W]
+  [--config CONFIG.yaml] [--out FILE]``: save a grid of images with their masks
+  as the training pipeline yields them; with ``--config``, exactly what that
+  config's training feeds the model (geometry, patch size, normalization,
+  augmentation), DIR defaulting to its ``data.path``.
 """
 
 from __future__ import annotations
@@ -21,10 +24,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     show = actions.add_parser("show", help="save a grid of examples (optionally augmented)",
                               description="Save a grid of images with their masks as the tf.data "
                               "pipeline yields them.")
-    show.add_argument("dataset_dir", metavar="DIR", help="converted dataset folder (with dataset.json)")
+    show.add_argument("dataset_dir", metavar="DIR", nargs="?", default=None,
+                      help="converted dataset folder (with dataset.json; default with --config: its data.path)")
     show.add_argument("--split", default="train", help="split to show (default: train)")
     show.add_argument("-n", "--num-images", type=int, default=8, help="number of examples (default: 8)")
-    show.add_argument("--augment", action="store_true", help="apply the training augmentation")
+    show.add_argument("--augment", action="store_true", help="apply the default training augmentation")
+    show.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                      help="resize to H x W (default: each image's own size)")
+    show.add_argument("--config", default=None, metavar="CONFIG.yaml",
+                      help="show what this training config feeds the model (its geometry, size, normalization "
+                      "and augmentation)")
+    show.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="with --config: override a config value, as kerasseg train --set")
     show.add_argument("--out", default=None, help="PNG file to write (default: DIR_<split>_grid.png)")
 
 
@@ -47,10 +58,27 @@ def run(args: argparse.Namespace) -> int:
         from kerasseg.data.visualize import save_batch_grid
         from kerasseg.schema import SchemaError
 
-        out = args.out or f"{args.dataset_dir.rstrip('/')}_{args.split}_grid.png"
+        config = None
+        if args.config:
+            from kerasseg.config import ConfigError, load_config
+
+            try:
+                config = load_config(args.config, args.overrides)
+            except ConfigError as e:
+                raise CommandError(str(e)) from None
+            if args.augment or args.image_size:
+                raise CommandError("--config decides the augmentation and size; drop --augment/--image-size "
+                                   "(or change them with --set)")
+        elif args.overrides:
+            raise CommandError("--set needs --config")
+        dataset_dir = args.dataset_dir or (config.data.path if config is not None else None)
+        if not dataset_dir:
+            raise CommandError("give the dataset folder DIR (or --config with a data.path)")
+        out = args.out or f"{dataset_dir.rstrip('/')}_{args.split}_grid.png"
         try:
             path = save_batch_grid(
-                args.dataset_dir, args.split, num_images=args.num_images, augment=args.augment, out_path=out
+                dataset_dir, args.split, num_images=args.num_images, augment=args.augment, out_path=out,
+                image_size=tuple(args.image_size) if args.image_size else None, config=config,
             )
         except (SchemaError, FileNotFoundError, ValueError) as e:
             raise CommandError(str(e)) from e

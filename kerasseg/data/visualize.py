@@ -52,6 +52,39 @@ def overlay(image: np.ndarray, labels: np.ndarray, ignore: np.ndarray | None = N
     return rgb
 
 
+def examples_as_fed(dataset_dir: str, split: str, *, num_images: int = 8, augment: Any = True, seed: int = 0,
+                    image_size: int | Sequence[int] | None = None, config: Any = None) -> list[dict]:
+    """The first ``num_images`` examples of ``split`` as :func:`save_batch_grid` draws them.
+
+    Each item holds numpy ``images`` ``(H, W, C)`` float32, ``masks`` ``(H, W)``,
+    ``sample_weights`` ``(H, W)`` (0 = ignore) and ``source_id`` bytes. With
+    ``config`` they come from the training stream of that config (normalized
+    intensities); otherwise percentile-windowed to ``[0, 1]``.
+    """
+    from kerasseg import schema
+    from kerasseg.data.pipeline import load_dataset
+
+    if config is not None:
+        import copy
+
+        from kerasseg.data.preprocess import resolve_normalization
+        from kerasseg.training.datasets import training_dataset
+
+        info = schema.read_dataset_info(dataset_dir)
+        fed = copy.deepcopy(config)
+        fed.data.path, fed.data.train_split = dataset_dir, split
+        ds = training_dataset(fed, batch_size=1, normalization=resolve_normalization(fed.data.normalization, info),
+                              class_weights=None, seed=seed, include_metadata=True)
+    else:
+        ds = load_dataset(
+            dataset_dir, split, image_size=image_size, batch_size=1,
+            geometry="resize" if image_size is not None else "pad", size_divisor=1,
+            augment=augment, normalization={"method": "percentile", "lower": 0.5, "upper": 99.5},
+            seed=seed, include_metadata=True,
+        )
+    return [{k: v.numpy()[0] for k, v in batch.items()} for batch in ds.take(num_images)]
+
+
 def save_batch_grid(
     dataset_dir: str,
     split: str,
@@ -62,6 +95,7 @@ def save_batch_grid(
     seed: int = 0,
     image_size: int | Sequence[int] | None = None,
     columns: int = 4,
+    config: Any = None,
 ) -> str:
     """Save a PNG grid of ``num_images`` examples of ``split`` with their masks overlaid.
 
@@ -79,6 +113,13 @@ def save_batch_grid(
         seed: augmentation seed.
         image_size: resize to this size; ``None`` keeps each image's own size.
         columns: grid columns.
+        config: a training :class:`kerasseg.config.Config`: draw exactly what
+            its training stream feeds the model (its geometry, patch size,
+            foreground sampling, preprocessing, normalization and augmentation,
+            through the same function training uses), ``split`` in place of its
+            training split; ``augment`` and ``image_size`` are then ignored.
+            Normalized intensities are stretched to their 0.5-99.5 percentiles
+            for display only.
 
     Returns:
         ``out_path``.
@@ -87,20 +128,17 @@ def save_batch_grid(
     from matplotlib.figure import Figure
 
     from kerasseg import schema
-    from kerasseg.data.pipeline import load_dataset
 
     if num_images < 1:
         raise ValueError(f"num_images must be >= 1, got {num_images}")
     info = schema.read_dataset_info(dataset_dir)
-    ds = load_dataset(
-        dataset_dir, split, image_size=image_size, batch_size=1,
-        geometry="resize" if image_size is not None else "pad", size_divisor=1,
-        augment=augment, normalization={"method": "percentile", "lower": 0.5, "upper": 99.5},
-        seed=seed, include_metadata=True,
-    )
-    items = [
-        {k: v.numpy()[0] for k, v in batch.items()} for batch in ds.take(num_images)
-    ]
+    items = examples_as_fed(dataset_dir, split, num_images=num_images, augment=augment, seed=seed,
+                            image_size=image_size, config=config)
+    if config is not None:  # normalized values: stretch for display
+        for item in items:
+            lo, hi = np.percentile(item["images"], [0.5, 99.5])
+            item["images"] = (item["images"] - lo) / max(hi - lo, 1e-6)
+    augment = bool(config.data.augmentation) if config is not None else augment
     if not items:
         raise schema.SchemaError(f"{dataset_dir}: split {split!r} has no examples")
 
@@ -121,6 +159,9 @@ def save_batch_grid(
         for c in present
     )
     aug_text = "augmented" if augment else "not augmented"
+    if config is not None:
+        h, w = config.data.image_size
+        aug_text = f"as fed: {config.data.geometry} {h}x{w}, {config.data.normalization.get('method')}, {aug_text}"
     fig.suptitle(f"{os.path.basename(os.path.normpath(dataset_dir))} / {split} ({aug_text}; seed {seed}); "
                  f"{legend or 'no foreground'}; white = ignore", fontsize=9)
     fig.tight_layout()
@@ -138,4 +179,4 @@ def save_batch_grid(
     return out_path
 
 
-__all__ = ["overlay", "save_batch_grid"]
+__all__ = ["examples_as_fed", "overlay", "save_batch_grid"]

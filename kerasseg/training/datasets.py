@@ -11,8 +11,9 @@ _VALIDATION_CACHE_BYTES = 1 << 30
 
 
 def training_dataset(config: Any, *, batch_size: int, normalization: dict, class_weights: Any,
-                     seed: int, strategy: Any = None) -> Any:
-    """The augmented, shuffled, repeated training stream of ``config.data.train_split``."""
+                     seed: int, strategy: Any = None, include_metadata: bool = False) -> Any:
+    """The augmented, shuffled, repeated training stream of ``config.data.train_split``
+    (``include_metadata``: batches are dicts with ``source_id`` too, as ``kerasseg data show`` draws them)."""
     from kerasseg.data import load_dataset
     from kerasseg.schema import split_files
 
@@ -23,7 +24,7 @@ def training_dataset(config: Any, *, batch_size: int, normalization: dict, class
         foreground_fraction=config.data.foreground_fraction,
         augment=config.data.augmentation or None, preprocess=config.data.preprocess or None,
         normalization=normalization, cache=config.data.cache, shuffle=shuffle, repeat=True,
-        seed=seed, class_weights=class_weights, drop_remainder=True,
+        seed=seed, class_weights=class_weights, drop_remainder=True, include_metadata=include_metadata,
     )
     if strategy is None:
         return dataset
