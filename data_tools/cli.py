@@ -36,6 +36,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing converted OUTPUT_DIR (refused, naming them, when it "
                         "holds files the converter did not write)")
+    parser.add_argument("--append", action="store_true",
+                        help="add the converted files as new split(s) of the existing dataset OUTPUT_DIR "
+                        "(e.g. --split test from another folder); classes and image type must agree")
     parser.add_argument("--preview", type=int, default=0, metavar="N",
                         help="write N overlay PNGs to OUTPUT_DIR/preview")
     parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
@@ -134,7 +137,7 @@ def labelme2tfrecord_main(argv: Sequence[str] | None = None) -> int:
             args.input_dir, args.output_dir, labels=args.labels, split=args.split, folds=args.folds,
             seed=args.seed, shards=args.shards, workers=args.workers, on_error=args.on_error,
             overwrite=args.overwrite, preview=args.preview, progress=not args.no_progress,
-            max_pixels=args.max_pixels, split_file=args.split_file,
+            max_pixels=args.max_pixels, split_file=args.split_file, append=args.append,
         )
         print(report.to_text(), end="")
         print(f"report saved to {os.path.join(report.output_dir, 'report.txt')} (and report.json)")
@@ -165,7 +168,7 @@ def masks2tfrecord_main(argv: Sequence[str] | None = None) -> int:
             threshold=args.threshold, class_map=args.class_map, split=args.split, folds=args.folds,
             seed=args.seed, shards=args.shards, workers=args.workers, on_error=args.on_error,
             overwrite=args.overwrite, preview=args.preview, progress=not args.no_progress,
-            max_pixels=args.max_pixels, split_file=args.split_file,
+            max_pixels=args.max_pixels, split_file=args.split_file, append=args.append,
         )
         if args.pairs:
             report = convert_mask_list(args.pairs, args.images_dir, **common)

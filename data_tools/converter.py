@@ -88,6 +88,7 @@ def convert_labelme(
     log: Callable[[str], None] | None = None,
     max_pixels: int | None = None,
     split_file: str | os.PathLike | None = None,
+    append: bool = False,
 ) -> ConversionReport:
     """Convert a folder of labelme JSON files (searched recursively) to TFRecords.
 
@@ -115,6 +116,9 @@ def convert_labelme(
         split_file: explicit assignment instead of ``split`` fractions: a file of
             ``SOURCE_ID SPLIT`` lines (:func:`data_tools.splits.read_split_file`);
             every converted file must be listed, and every listed id must exist.
+        append: add the converted files as new splits of the existing dataset at
+            ``output_dir`` (e.g. ``split="test"``) instead of creating it; classes,
+            storage type and channels must agree (:mod:`data_tools.append`).
 
     Returns:
         The :class:`~data_tools.report.ConversionReport` (also saved as
@@ -127,6 +131,12 @@ def convert_labelme(
     from data_tools.images import check_file_pixels, check_header_pixels
     from data_tools.labelme import load_labelme_json, resolve_image_path
 
+    if append:
+        target = _append_target(output_dir, overwrite, [os.path.abspath(os.fspath(input_dir))])
+        return _append(target, lambda out: convert_labelme(
+            input_dir, out, labels=labels, split=split, folds=folds, seed=seed, shards=shards, workers=workers,
+            on_error=on_error, preview=preview, progress=progress, log=log, max_pixels=max_pixels,
+            split_file=split_file))
     started = time.perf_counter()
     options = _Options.make(split, folds, seed, shards, workers, on_error, preview, max_pixels, overwrite,
                             split_file)
@@ -237,6 +247,7 @@ def convert_mask_folder(
     log: Callable[[str], None] | None = None,
     max_pixels: int | None = None,
     split_file: str | os.PathLike | None = None,
+    append: bool = False,
 ) -> ConversionReport:
     """Convert a folder of images and a folder of mask files to TFRecords.
 
@@ -259,13 +270,21 @@ def convert_mask_folder(
             count only ROI pixels; the ROI is stored in the record too
             (``image/roi/encoded``).
         split, folds, seed, shards, workers, on_error, overwrite, preview,
-        progress, log, max_pixels, split_file: as in :func:`convert_labelme`.
+        progress, log, max_pixels, split_file, append: as in :func:`convert_labelme`.
 
     Returns:
         The :class:`~data_tools.report.ConversionReport`.
     """
     from data_tools.masks import DEFAULT_MASK_PATTERN, find_pairs, read_class_map
 
+    if append:
+        inputs = [os.path.abspath(os.fspath(p)) for p in (images_dir, masks_dir, roi_dir) if p is not None]
+        target = _append_target(output_dir, overwrite, inputs)
+        return _append(target, lambda out: convert_mask_folder(
+            images_dir, masks_dir, out, mask_pattern=mask_pattern, threshold=threshold, class_map=class_map,
+            image_pattern=image_pattern, roi_pattern=roi_pattern, roi_dir=roi_dir, split=split, folds=folds,
+            seed=seed, shards=shards, workers=workers, on_error=on_error, preview=preview, progress=progress,
+            log=log, max_pixels=max_pixels, split_file=split_file))
     started = time.perf_counter()
     options = _Options.make(split, folds, seed, shards, workers, on_error, preview, max_pixels, overwrite,
                             split_file)
@@ -315,6 +334,7 @@ def convert_mask_list(
     log: Callable[[str], None] | None = None,
     max_pixels: int | None = None,
     split_file: str | os.PathLike | None = None,
+    append: bool = False,
 ) -> ConversionReport:
     """Convert the image/mask(/ROI) pairs listed in a CSV or TSV file to TFRecords.
 
@@ -326,6 +346,12 @@ def convert_mask_list(
     from data_tools.masks import read_class_map
     from data_tools.pairs_file import read_pairs_file
 
+    if append:
+        target = _append_target(output_dir, overwrite, [os.path.dirname(os.path.abspath(os.fspath(pairs_file)))])
+        return _append(target, lambda out: convert_mask_list(
+            pairs_file, out, threshold=threshold, class_map=class_map, split=split, folds=folds, seed=seed,
+            shards=shards, workers=workers, on_error=on_error, preview=preview, progress=progress, log=log,
+            max_pixels=max_pixels, split_file=split_file))
     started = time.perf_counter()
     options = _Options.make(split, folds, seed, shards, workers, on_error, preview, max_pixels, overwrite,
                             split_file)
@@ -389,6 +415,20 @@ def _convert_pairs(pairs: list, problems: list, *, images_root: str, description
 
 
 # -- options and checks ------------------------------------------------------------------------
+
+
+def _append_target(output_dir, overwrite: bool, inputs: list[str]) -> str:
+    from data_tools.append import check_target
+
+    if overwrite:
+        raise ConversionError(None, "--append adds splits to OUTPUT_DIR and --overwrite replaces it: choose one")
+    return check_target(output_dir, inputs=inputs)
+
+
+def _append(target: str, convert: Callable[[str], ConversionReport]) -> ConversionReport:
+    from data_tools.append import append_splits
+
+    return append_splits(target, convert)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,7 +16,8 @@ DEFAULT_SPLIT = "train=0.8,val=0.2"
 
 
 def parse_split_spec(spec: str | Mapping[str, float]) -> dict[str, float]:
-    """Parse ``"train=0.8,val=0.2"`` (or a mapping) into fractions summing to 1.
+    """Parse ``"train=0.8,val=0.2"`` (or a mapping) into fractions summing to 1; a bare
+    name (``"test"``) puts every example in that split.
 
     Raises:
         ConversionError: malformed text, bad names, negative fractions or a sum
@@ -31,7 +32,10 @@ def parse_split_spec(spec: str | Mapping[str, float]) -> dict[str, float]:
             if not part:
                 continue
             if "=" not in part:
-                raise ConversionError(None, f"--split {spec!r}: expected NAME=FRACTION, got {part!r}")
+                if "," not in str(spec):  # a bare name: every example goes to that split
+                    part = f"{part}=1"
+                else:
+                    raise ConversionError(None, f"--split {spec!r}: expected NAME=FRACTION, got {part!r}")
             name, value = part.split("=", 1)
             items.append((name.strip(), value.strip()))
     fractions: dict[str, float] = {}
