@@ -108,9 +108,9 @@ def _verify(path: str) -> int:
 
 
 def _run(prog: str, call, *, verbose: bool = False) -> int:
-    from kerasseg.tf_logging import import_tensorflow_quietly
+    from kerasseg.tf_logging import quiet_tensorflow
 
-    import_tensorflow_quietly(verbose=verbose)
+    quiet_tensorflow(verbose=verbose)  # TensorFlow itself loads only once the sources are checked
     try:
         return call()
     except AnnotationError as e:

@@ -646,9 +646,10 @@ def _write_records(
     # Hand the work to the workers first: they convert images while TensorFlow loads.
     results = _results(tasks, pool, progress)
     import_started = time.perf_counter()
-    import tensorflow as tf
-
     from kerasseg import schema
+    from kerasseg.tf_logging import import_tensorflow
+
+    tf = import_tensorflow()
 
     tf_import_seconds = time.perf_counter() - import_started
     state = _State(

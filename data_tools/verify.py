@@ -58,9 +58,10 @@ def verify_dataset(dataset_dir: str | os.PathLike, *, max_problems: int = 50) ->
     Raises:
         ConversionError: no (or an unreadable, or not an object) ``dataset.json``.
     """
-    import tensorflow as tf
-
     from kerasseg import schema
+    from kerasseg.tf_logging import import_tensorflow
+
+    tf = import_tensorflow()
 
     dataset_dir = os.fspath(dataset_dir)
     try:

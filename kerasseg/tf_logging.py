@@ -9,8 +9,14 @@ lines go nowhere unless the import fails (then they are replayed, since they may
 explain why); afterwards only errors are logged. Python warnings and our own
 messages are untouched. ``--verbose`` on the commands skips all of this.
 
+The ``kerasseg`` command imports TensorFlow this way before running a
+subcommand. The converters import it only once the sources have been checked
+(a bad file is refused without loading TensorFlow), so their entry points
+call :func:`quiet_tensorflow` and the converter imports through
+:func:`import_tensorflow`, which is quiet only after that.
+
 Library users (``import kerasseg``) are not affected: only the ``kerasseg``,
-``labelme2tfrecord`` and ``masks2tfrecord`` entry points call it.
+``labelme2tfrecord`` and ``masks2tfrecord`` entry points ask for quiet.
 """
 
 from __future__ import annotations
@@ -18,6 +24,26 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+
+
+_quiet = False
+
+
+def quiet_tensorflow(*, verbose: bool = False) -> None:
+    """Make later :func:`import_tensorflow` calls (and TensorFlow's C++ logging) quiet unless ``verbose``."""
+    global _quiet
+    _quiet = not verbose
+    if _quiet:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def import_tensorflow():
+    """``import tensorflow``, quietly when an entry point asked for it (:func:`quiet_tensorflow`)."""
+    if _quiet:
+        import_tensorflow_quietly()
+    import tensorflow as tf
+
+    return tf
 
 
 def import_tensorflow_quietly(*, verbose: bool = False) -> None:
@@ -57,4 +83,4 @@ def import_tensorflow_quietly(*, verbose: bool = False) -> None:
         pass
 
 
-__all__ = ["import_tensorflow_quietly"]
+__all__ = ["import_tensorflow", "import_tensorflow_quietly", "quiet_tensorflow"]
