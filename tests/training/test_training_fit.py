@@ -190,7 +190,7 @@ def test_freezing_an_encoder_without_pretrained_weights_is_refused_loudly(datase
     assert seen[0] == (False, pytest.approx(0.01)) and seen[1] == (False, pytest.approx(0.01))
 
 
-def test_mixed_bfloat16_on_cpu_trains_and_restores_the_policy(dataset, tmp_path):
+def test_mixed_bfloat16_on_cpu_trains_and_restores_the_policy(dataset, tmp_path, capsys):
     import keras
 
     # fit also takes a plain dict (or a YAML path) and --set style overrides
@@ -200,6 +200,8 @@ def test_mixed_bfloat16_on_cpu_trains_and_restores_the_policy(dataset, tmp_path)
     assert keras.mixed_precision.global_policy().name == "float32"
     assert result.model.layers[1].dtype_policy.name == "mixed_bfloat16"
     assert np.isfinite(result.history["loss"][0])
+    # the line that starts training says that a CPU computes in bfloat16
+    assert "mixed precision mixed_bfloat16 on CPU (computations in bfloat16)" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- CLIs
@@ -263,6 +265,13 @@ def test_evaluate_cli_prints_table_and_writes_json_and_csv(trained, dataset, tmp
     assert data["mean_dice"] > 0.8 and 0.9 < data["pixel_accuracy"] <= 1.0
     rows = list(csv.reader(open(report.with_suffix(".csv"))))
     assert any("disk" in row for row in rows)
+    # threshold-free scores from the probabilities, and every image named by source id and file
+    foreground = [name for name in data["per_class"] if name != data["class_names"][0]]
+    assert all(0.5 < data["per_class"][name]["auc_roc"] <= 1.0 for name in foreground)
+    assert 0.0 < data["mean_auc_pr"] <= 1.0 and data["per_class"]["disk"]["best_f1"] > 0.5
+    assert all(record["name"] and record["filename"] for record in data["per_image"])
+    per_image = list(csv.DictReader(open(tmp_path / "reports" / "val_per_image.csv")))
+    assert len(per_image) == len(data["per_image"]) and all(row["name"] and row["filename"] for row in per_image)
 
 
 def _error(capsys) -> str:
