@@ -32,7 +32,7 @@ def parse_split_spec(spec: str | Mapping[str, float]) -> dict[str, float]:
             if not part:
                 continue
             if "=" not in part:
-                if "," not in str(spec):  # a bare name: every example goes to that split
+                if "," not in str(spec) and part.replace("_", "").isalnum():  # a bare name: all in that split
                     part = f"{part}=1"
                 else:
                     raise ConversionError(None, f"--split {spec!r}: expected NAME=FRACTION, got {part!r}")
