@@ -1,59 +1,70 @@
-"""Accuracy on real data: ISBI 2012 EM membranes, 5-fold cross-validation.
+"""Accuracy on real data: ISBI 2012 EM membranes, 5-fold cross-validation, all through the CLI.
 
-For each model (U-Net, SegNet, DeepLabv3+ with MobileNetV2) and each fold of
-the fixed split in ``isbi_folds.json`` (24 training / 6 validation slices,
-seeded permutation, committed), the slices are converted with the product's
-own ``masks2tfrecord``, the model is trained with the zoo's building blocks
-(Dice+CE loss, random 256x256 crops at full resolution, flips, 90-degree
-rotations, affine and elastic deformation) for a fixed CPU-time budget, then the
-six validation slices are predicted at full 512x512 resolution and scored with
-and without the dense CRF.
+For each model and each fold of the fixed split in ``isbi_folds.json`` (24
+training / 6 validation slices, seeded permutation, committed), the run is what
+a user types:
+
+1. ``masks2tfrecord image/ label/ DATA --class-map ... --split-file foldK.txt``
+   (the fold's assignment, written from ``isbi_folds.json``);
+2. ``kerasseg plan DATA --model NAME --budget-minutes M`` (fingerprint, rules,
+   timing probe on this machine) writing ``plan.yaml``; the first fold of a model
+   is probed, and the other folds keep its run length (``--no-probe`` plans with
+   ``--set training.epochs=E --set training.steps_per_epoch=S`` from the first
+   fold's plan), so every fold of a model trains for the same number of steps
+   whatever else the machine is doing meanwhile;
+3. ``kerasseg train plan.yaml --set training.max_minutes=null`` (the planned
+   steps are kept even if the machine is busier than when probed, so the
+   accuracy does not depend on other load; the wall time is reported);
+4. ``kerasseg evaluate --model RUN/best.keras --data DATA --split val``, with and
+   without ``--crf``.
 
 Figures per model (mean over the folds run): ``isbi_<model>_mean_dice`` (Dice
-averaged over the two classes, the definition behind NVIDIA's published 0.89),
-``isbi_<model>_membrane_dice``, ``isbi_<model>_membrane_iou``,
-``isbi_<model>_pixel_error`` (1 - pixel accuracy; the U-Net paper reports
-0.0611 on the challenge's hidden test set) and ``isbi_<model>_mean_dice_crf``.
-The learning curve (validation mean Dice per epoch) is kept in
-``_work/isbi/curves.json``.
+averaged over membrane and cell, the definition behind NVIDIA's published
+0.89), ``_membrane_dice``, ``_membrane_iou``, ``_pixel_error`` (1 - pixel
+accuracy; the U-Net paper's 0.0611 is on the hidden test set), ``_mean_dice_crf``,
+``_membrane_dice_crf``, ``_folds``, ``_budget_minutes`` (planned training minutes
+per fold) and ``_train_minutes`` (measured). Per-fold rows and the validation
+curves (foreground Dice against training minutes, from each run's
+``history.csv``) go to ``_work/isbi/summary.json``; the curves are drawn in
+``isbi_learning_curves.png`` beside this file (full runs only).
 
 Usage: ``python benchmarks/bench_isbi.py [--quick] [--models unet ...]
-[--folds 0 1 2 3 4] [--minutes-per-fold 4]``.
+[--folds 0 1 2 3 4] [--minutes-per-fold 6]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import pathlib
 import shutil
+import subprocess
 import sys
 import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(REPO))
 SHARED = pathlib.Path(os.environ.get("KERASSEG_SHARED_DATA", REPO.parent / "shared" / "data"))
 ISBI_TRAIN = SHARED / "isbi2012_membrane" / "data" / "membrane" / "train"
 WORK = HERE / "_work" / "isbi"
-CLASS_NAMES = ["membrane", "cell"]  # label 0 (dark) = membrane, 255 = cell interior
+CURVES_PNG = HERE / "isbi_learning_curves.png"
+# label 0 (dark) = membrane, 255 = cell interior; neither is a background, so the
+# foreground Dice that picks best.keras is the two-class mean Dice
+CLASS_MAP = "0 membrane\n255 cell\n"
+MODELS = ("unet", "segnet", "deeplabv3plus")
+QUICK_MODELS = ("unet",)
+# quick mode: toy sizes through the same commands (no probe, two steps)
+QUICK_SET = {
+    "unet": ["model.options={base_filters: 4, depth: 2, norm: batch}"],
+    "segnet": ["model.options={base_filters: 8}"],
+    "deeplabv3plus": ["model.options={backbone: mobilenetv2, alpha: 0.35, encoder_weights: null}"],
+}
 
 ANCHORS = {
     "NVIDIA TF2 U-Net, 5-fold mean Dice": 0.89,
     "U-Net paper pixel error (challenge test set)": 0.0611,
-    "zhixuhao/unet training accuracy": 0.97,
-}
-
-MODEL_SETTINGS = {
-    "unet": {"name": "unet", "options": {"base_filters": 32, "depth": 4}},
-    "segnet": {"name": "segnet", "options": {}},
-    "deeplabv3plus": {"name": "deeplabv3plus", "options": {"backbone": "mobilenetv2"}},
-}
-
-AUGMENT = {
-    "hflip": 0.5, "vflip": 0.5, "rot90": 0.5, "affine": 0.3, "elastic": 0.5,
-    "brightness": 0.3, "contrast": 0.3, "gamma": 0.2, "noise": 0.0, "blur": 0.0,
 }
 
 
@@ -61,157 +72,149 @@ def load_folds() -> list[dict]:
     return json.loads((HERE / "isbi_folds.json").read_text())["folds"]
 
 
-def convert_fold(fold_index: int, fold: dict, out_root: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
-    """Convert the fold's slices with the product's mask-folder converter.
-
-    The fixed fold assignment is staged as two image + mask folders (symbolic
-    links to ``../shared/data``), each converted into its own dataset holding
-    a single split: ``fold{k}/train`` (split ``train``) and ``fold{k}/val``
-    (split ``val``). Returns both dataset folders.
-    """
-    from data_tools import convert_mask_folder
-
-    class_map = out_root / "class_map.txt"
-    class_map.write_text("0 membrane\n255 cell\n")
-    outputs = []
-    for split, ids in (("train", fold["train"]), ("val", fold["val"])):
-        dataset_dir = out_root / f"fold{fold_index}" / split
-        outputs.append(dataset_dir)
-        if (dataset_dir / "dataset.json").is_file():
-            continue
-        dataset_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = out_root / "staging" / f"fold{fold_index}_{split}"
-        for kind, source in (("images", "image"), ("masks", "label")):
-            folder = staging / kind
-            folder.mkdir(parents=True, exist_ok=True)
-            for slice_id in ids:
-                copy = folder / f"{slice_id}.png"
-                if not copy.exists():  # copies: the converter refuses symlinks that leave the folder
-                    shutil.copyfile(ISBI_TRAIN / source / f"{slice_id}.png", copy)
-        convert_mask_folder(
-            staging / "images", staging / "masks", dataset_dir,
-            mask_pattern="{stem}.png", class_map=class_map, split=f"{split}=1", overwrite=True,
-        )
-    return outputs[0], outputs[1]
+def _cli(*words: str, log: pathlib.Path) -> None:
+    """Run one command as a user would (the installed entry points' modules), appending to ``log``."""
+    programs = {"masks2tfrecord": [sys.executable, "-c",
+                                   "import sys; from data_tools.cli import masks2tfrecord_main as m; sys.exit(m())"],
+                "kerasseg": [sys.executable, "-m", "kerasseg"]}
+    command = programs[words[0]] + list(words[1:])
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+    with open(log, "a", encoding="utf-8") as out:
+        out.write(f"\n$ {' '.join(words)}\n")
+        out.flush()
+        status = subprocess.run(command, cwd=WORK, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
+    if status != 0:
+        tail = log.read_text(encoding="utf-8", errors="replace")[-3000:]
+        raise RuntimeError(f"`{' '.join(words)}` exited with {status}; end of {log}:\n{tail}")
 
 
-class TimeBudget:
-    """Keras callback factory: stop training once ``seconds`` have passed."""
-
-    @staticmethod
-    def make(seconds: float):
-        import keras
-
-        class _TimeBudget(keras.callbacks.Callback):
-            def on_train_begin(self, logs=None):
-                self.started = time.perf_counter()
-
-            def on_epoch_end(self, epoch, logs=None):
-                if time.perf_counter() - self.started > seconds:
-                    self.model.stop_training = True
-
-        return _TimeBudget()
+def convert_fold(k: int, fold: dict, log: pathlib.Path) -> pathlib.Path:
+    """The fold's dataset (train + val splits), converted once with ``--split-file``."""
+    data = WORK / f"fold{k}"
+    if (data / "dataset.json").is_file():
+        return data
+    split_file = WORK / f"fold{k}_splits.txt"
+    split_file.write_text("".join(f"{i} train\n" for i in fold["train"]) + "".join(f"{i} val\n" for i in fold["val"]))
+    class_map = WORK / "class_map.txt"
+    class_map.write_text(CLASS_MAP)
+    _cli("masks2tfrecord", str(ISBI_TRAIN / "image"), str(ISBI_TRAIN / "label"), str(data), "--class-map",
+         str(class_map), "--split-file", str(split_file), "--no-progress", log=log)
+    return data
 
 
-def train_and_score(model_key: str, train_dir: pathlib.Path, val_dir: pathlib.Path, *, seconds: float, crop: int,
-                    batch_size: int, steps_per_epoch: int, quick: bool, seed: int) -> dict:
-    import keras
-    import numpy as np
+def _scores(report: pathlib.Path) -> dict:
+    result = json.loads(report.read_text())
+    summary = result.get("summary", result)
+    membrane = summary["per_class"]["membrane"]
+    return {"mean_dice": summary["mean_dice"], "membrane_dice": membrane["dice"], "membrane_iou": membrane["iou"],
+            "pixel_error": 1.0 - summary["pixel_accuracy"]}
 
-    from kerasseg import data, evaluation, inference, losses, metrics, models
-    from kerasseg.postprocess import dense_crf_batch
 
-    keras.utils.set_random_seed(seed)
-    settings = MODEL_SETTINGS[model_key]
-    options = dict(settings["options"])
+def _curve(history_csv: pathlib.Path) -> list[tuple[float, float]]:
+    with open(history_csv, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return [(float(r["minutes"]), float(r["val_foreground_dice"])) for r in rows
+            if r.get("minutes") and r.get("val_foreground_dice")]
+
+
+def run_fold(model: str, k: int, data: pathlib.Path, *, minutes: float, quick: bool, log: pathlib.Path,
+             run_length: list[str] | None = None) -> dict:
+    name = f"{model}_fold{k}"
+    run_dir = WORK / "runs" / name
+    plan = WORK / "plans" / f"{name}.yaml"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # a fresh run each time: a leftover would resume instead
+    plan_args = ["--budget-minutes", f"{minutes:g}"] + (["--no-probe"] if quick or run_length else [])
+    _cli("kerasseg", "plan", str(data), "--model", model, "--run-dir", str(run_dir), "--out", str(plan),
+         *plan_args, log=log)
+    overrides = ["training.max_minutes=null", *(run_length or [])]
     if quick:
-        options = {"unet": {"base_filters": 4, "depth": 2}, "segnet": {"base_filters": 8},
-                   "deeplabv3plus": {"backbone": "mobilenetv2", "alpha": 0.35}}.get(model_key, options)
-    normalization = {"method": "zscore"}
-    train = data.load_dataset(
-        str(train_dir), "train", image_size=crop, geometry="random_crop", batch_size=batch_size,
-        augment=AUGMENT, normalization=normalization, shuffle=True, repeat=True, seed=seed, cache=True,
-    )
-    model = models.build(settings["name"], input_shape=(None, None, 1), num_classes=2, **options)
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss=losses.get("dice_ce", num_classes=2),
-        metrics=metrics.default_metrics(2, CLASS_NAMES),
-    )
-    examples = list(data.iterate_examples(str(val_dir), "val"))
-    if quick:
-        examples = [{**ex, "image": ex["image"][:128, :128], "mask": ex["mask"][:128, :128]} for ex in examples[:2]]
-
-    def score(with_crf: bool) -> dict:
-        evaluator = evaluation.SegmentationEvaluator(2, CLASS_NAMES)
-        probs = [inference.predict_probabilities(model, ex["image"], normalization=normalization) for ex in examples]
-        if with_crf:
-            images = [ex["image"] for ex in examples]
-            _, predicted = dense_crf_batch(images, probs, n_jobs=2)
-        else:
-            predicted = [inference.probabilities_to_mask(p) for p in probs]
-        for ex, pred in zip(examples, predicted):
-            evaluator.update(ex["mask"], np.asarray(pred))
-        return evaluator.result()
-
-    curve: list[float] = []
-
-    class _Curve(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if not quick and epoch % 2 == 1:
-                curve.append(round(float(score(False)["mean_dice"]), 4))
-
+        overrides += QUICK_SET[model] + ["training.epochs=1", "training.steps_per_epoch=2", "training.batch_size=2",
+                                         "data.image_size=[64,64]", "training.batchnorm_recalibration_steps=1"]
     started = time.perf_counter()
-    history = model.fit(train, epochs=1000, steps_per_epoch=steps_per_epoch, verbose=0,
-                        callbacks=[TimeBudget.make(seconds), _Curve()])
-    train_seconds = time.perf_counter() - started
-    plain, with_crf = score(False), score(True)
-    membrane = plain["per_class"]["membrane"]
-    return {
-        "mean_dice": plain["mean_dice"],
-        "membrane_dice": membrane["dice"],
-        "membrane_iou": membrane["iou"],
-        "pixel_error": 1.0 - plain["pixel_accuracy"],
-        "mean_dice_crf": with_crf["mean_dice"],
-        "membrane_dice_crf": with_crf["per_class"]["membrane"]["dice"],
-        "pixel_error_crf": 1.0 - with_crf["pixel_accuracy"],
-        "epochs": len(history.history["loss"]),
-        "train_seconds": train_seconds,
-        "params": model.count_params(),
-        "curve_val_mean_dice": curve,
-    }
+    _cli("kerasseg", "train", str(plan), *[w for o in overrides for w in ("--set", o)], log=log)
+    train_minutes = (time.perf_counter() - started) / 60.0
+    limit = ["--limit", "1"] if quick else []
+    model_path = run_dir / "best.keras"
+    plain, crf = run_dir / "eval_val.json", run_dir / "eval_val_crf.json"
+    _cli("kerasseg", "evaluate", "--model", str(model_path), "--data", str(data), "--split", "val",
+         "--report", str(plain), *limit, log=log)
+    _cli("kerasseg", "evaluate", "--model", str(model_path), "--data", str(data), "--split", "val", "--crf",
+         "--report", str(crf), *limit, log=log)
+    import yaml
+
+    trained = yaml.safe_load((run_dir / "config.yaml").read_text())["training"]  # the plan with the overrides
+    row = {"fold": k, **_scores(plain), **{f"{key}_crf": v for key, v in _scores(crf).items()},
+           "train_minutes": train_minutes, "epochs": trained["epochs"], "steps_per_epoch": trained["steps_per_epoch"],
+           "curve": _curve(run_dir / "history.csv")}
+    print(f"{model} fold {k}: mean Dice {row['mean_dice']:.4f} (CRF {row['mean_dice_crf']:.4f}), membrane Dice "
+          f"{row['membrane_dice']:.4f}, pixel error {row['pixel_error']:.4f}; {row['epochs']} x "
+          f"{row['steps_per_epoch']} steps in {train_minutes:.1f} min", flush=True)
+    return row
 
 
-def run(quick: bool = False, *, models=("unet", "segnet", "deeplabv3plus"), folds=None,
-        minutes_per_fold: float = 4.0) -> dict:
+def plot_curves(per_model: dict[str, list[dict]], path: pathlib.Path, minutes: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colours = {"unet": "tab:blue", "segnet": "tab:orange", "deeplabv3plus": "tab:green"}
+    for model, rows in per_model.items():
+        for i, row in enumerate(rows):
+            if row["curve"]:
+                xs, ys = zip(*row["curve"])
+                ax.plot(xs, ys, marker="o", markersize=3, color=colours.get(model), alpha=0.8,
+                        label=model if i == 0 else None)
+    ax.axhline(0.89, color="grey", linestyle="--", linewidth=1, label="NVIDIA U-Net, 5 folds (0.89)")
+    ax.set_xlabel("training minutes (2 CPU cores)")
+    ax.set_ylabel("validation mean Dice (membrane, cell)")
+    ax.set_title(f"ISBI 2012, planned by `kerasseg plan --budget-minutes {minutes:g}`, one line per fold")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(quick: bool = False, *, models=None, folds=None, minutes_per_fold: float = 6.0) -> dict:
     """Run the cross-validation; returns the ``isbi_*`` figures (empty if the data is absent)."""
     if not ISBI_TRAIN.is_dir():
         print(f"skipped: {ISBI_TRAIN} is absent (ISBI 2012 data lives in ../shared/data)")
         return {}
+    models = list(models or (QUICK_MODELS if quick else MODELS))
     fold_list = load_folds()
     folds = list(folds if folds is not None else ([0] if quick else range(len(fold_list))))
-    seconds = 8.0 if quick else minutes_per_fold * 60.0
     WORK.mkdir(parents=True, exist_ok=True)
+    log = WORK / "commands.log"
+    summary = WORK / "summary.json"
+    # runs of other models (or folds) from an earlier invocation stay in the summary and the plot
+    earlier = json.loads(summary.read_text()) if summary.is_file() and not quick else {}
     per_model: dict[str, list[dict]] = {}
-    for model_key in models:
+    for model in models:
+        run_length = None
         for k in folds:
-            train_dir, val_dir = convert_fold(k, fold_list[k], WORK)
-            result = train_and_score(
-                model_key, train_dir, val_dir, seconds=seconds, crop=64 if quick else 256,
-                batch_size=2 if quick else 4, steps_per_epoch=2 if quick else 24, quick=quick, seed=k,
-            )
-            per_model.setdefault(model_key, []).append({"fold": k, **result})
-            print(f"{model_key} fold {k}: mean Dice {result['mean_dice']:.4f} "
-                  f"(CRF {result['mean_dice_crf']:.4f}), membrane Dice {result['membrane_dice']:.4f}, "
-                  f"pixel error {result['pixel_error']:.4f}, {result['epochs']} epochs in "
-                  f"{result['train_seconds']:.0f} s", flush=True)
-    (WORK / "curves.json").write_text(json.dumps(per_model, indent=2, default=float))
+            data = convert_fold(k, fold_list[k], log)
+            per_model.setdefault(model, []).append(
+                run_fold(model, k, data, minutes=minutes_per_fold, quick=quick, log=log, run_length=run_length))
+            if run_length is None and not quick:
+                probed = json.loads((WORK / "plans" / f"{model}_fold{k}.plan.json").read_text())["config"]
+                run_length = [f"training.epochs={probed['training']['epochs']}",
+                              f"training.steps_per_epoch={probed['training']['steps_per_epoch']}",
+                              f"schedule.warmup_epochs={probed['schedule']['warmup_epochs']}"]
+    merged = {**earlier, **per_model}
+    summary.write_text(json.dumps(merged, indent=2))
+    if not quick:
+        plot_curves(merged, CURVES_PNG, minutes_per_fold)
     figures: dict[str, float] = {}
-    for model_key, rows in per_model.items():
-        for key in ("mean_dice", "membrane_dice", "membrane_iou", "pixel_error", "mean_dice_crf"):
-            figures[f"isbi_{model_key}_{key}"] = float(sum(r[key] for r in rows) / len(rows))
-        figures[f"isbi_{model_key}_folds"] = float(len(rows))
-        figures[f"isbi_{model_key}_minutes_per_fold"] = seconds / 60.0
+    for model, rows in per_model.items():
+        for key in ("mean_dice", "membrane_dice", "membrane_iou", "pixel_error", "mean_dice_crf",
+                    "membrane_dice_crf", "train_minutes"):
+            figures[f"isbi_{model}_{key}"] = float(sum(r[key] for r in rows) / len(rows))
+        figures[f"isbi_{model}_folds"] = float(len(rows))
+        figures[f"isbi_{model}_budget_minutes"] = float(minutes_per_fold)
     print("anchors: " + "; ".join(f"{k} {v}" for k, v in ANCHORS.items()))
     for key in sorted(figures):
         print(f"{key}: {figures[key]:.4f}")
@@ -219,13 +222,16 @@ def run(quick: bool = False, *, models=("unet", "segnet", "deeplabv3plus"), fold
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="ISBI 2012 membrane 5-fold accuracy benchmark")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--models", nargs="*", default=list(MODEL_SETTINGS), choices=list(MODEL_SETTINGS))
+    parser = argparse.ArgumentParser(description="ISBI 2012 membrane 5-fold accuracy benchmark, through the CLI")
+    parser.add_argument("--quick", action="store_true", help="toy sizes, one fold, U-Net only (tests the path)")
+    parser.add_argument("--models", nargs="*", default=None, choices=list(MODELS))
     parser.add_argument("--folds", nargs="*", type=int)
-    parser.add_argument("--minutes-per-fold", type=float, default=4.0)
+    parser.add_argument("--minutes-per-fold", type=float, default=6.0, help="the plan's training budget per fold")
+    parser.add_argument("--json", type=pathlib.Path, default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
-    run(args.quick, models=args.models, folds=args.folds, minutes_per_fold=args.minutes_per_fold)
+    figures = run(args.quick, models=args.models, folds=args.folds, minutes_per_fold=args.minutes_per_fold)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
     return 0
 
 
