@@ -309,14 +309,7 @@ def read_mask(
         AnnotationError: unreadable file, too many pixels, colours without a
             class map, values missing from the class map.
     """
-    from data_tools.images import open_image
-
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise AnnotationError(path, f"not a readable mask image ({e.strerror or e})") from e
-    img = open_image(data, path=path, max_pixels=max_pixels, what="mask image")
+    img = _open_file(path, what="mask image", max_pixels=max_pixels)
     mode = img.mode
     if mode == "P" or mode == "PA":
         palette = np.asarray(img.getpalette() or [], dtype=np.int64).reshape(-1, 3)
@@ -364,6 +357,18 @@ def read_mask(
     raise AnnotationError(path, f"unsupported mask pixel type {mode!r}")
 
 
+def _open_file(path: str, *, what: str, max_pixels: int | None):
+    """Read and open an image file with the pixel limit checked first; errors name ``path``."""
+    from data_tools.images import open_image
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise AnnotationError(path, f"not a readable {what} ({e.strerror or e})") from e
+    return open_image(data, path=path, max_pixels=max_pixels, what=what)
+
+
 def read_roi(path: str, *, max_pixels: int | None = None) -> np.ndarray:
     """Read a region-of-interest (field-of-view) file into a bool ``(H, W)`` array.
 
@@ -374,14 +379,7 @@ def read_roi(path: str, *, max_pixels: int | None = None) -> np.ndarray:
     Raises:
         AnnotationError: unreadable file, too many pixels, or an empty ROI.
     """
-    from data_tools.images import open_image
-
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise AnnotationError(path, f"not a readable ROI image ({e.strerror or e})") from e
-    img = open_image(data, path=path, max_pixels=max_pixels, what="ROI image")
+    img = _open_file(path, what="ROI image", max_pixels=max_pixels)
     arr = np.asarray(img.convert("RGBA"))
     inside = np.any(arr[:, :, :3] > 0, axis=-1) & (arr[:, :, 3] > 0)
     if not inside.any():

@@ -255,11 +255,4 @@ def fingerprint_dataset(dataset_dir: str, *, split: str = "train", max_examples:
     )
 
 
-def fingerprint_from_dict(data: dict[str, Any]) -> Fingerprint:
-    """The inverse of :meth:`Fingerprint.to_dict` (a saved ``fingerprint.json``)."""
-    values = dict(data)
-    values["classes"] = [ClassStats(**c) for c in values["classes"]]
-    return Fingerprint(**values)
-
-
-__all__ = ["ClassStats", "Fingerprint", "PERCENTILES", "fingerprint_dataset", "fingerprint_from_dict"]
+__all__ = ["ClassStats", "Fingerprint", "PERCENTILES", "fingerprint_dataset"]

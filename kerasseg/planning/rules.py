@@ -54,7 +54,7 @@ def _round_to(value: float, multiple: int, *, down: bool = True) -> int:
     return max(multiple, int(steps) * multiple)
 
 
-def _thin_classes(fp: Fingerprint, patch: int) -> list[str]:
+def _thin_classes(fp: Fingerprint) -> list[str]:
     """Foreground classes drawn as thin lines or networks (membranes, vessels, contours)."""
     out = []
     for c in fp.foreground_stats():
@@ -115,7 +115,7 @@ def draft(fp: Fingerprint, hw: Hardware, *, model: str | None, dataset_dir: str,
     # --- geometry and patch
     max_patch = MAX_PATCH[hw.device]
     h, w = fp.median_size
-    thin = _thin_classes(fp, max_patch)
+    thin = _thin_classes(fp)
     compact = [c for c in fp.foreground_stats() if c.name not in thin]
     largest = max((c.object_extent_p90 for c in compact), default=0.0)
     if max(fp.height["max"], fp.width["max"]) <= max_patch:

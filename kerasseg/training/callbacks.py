@@ -285,14 +285,12 @@ def read_backup(backup_dir: str) -> tuple[int, str | None]:
     return epoch, weights
 
 
-class TimeBudget(keras.callbacks.Callback):
-    """Stop after the epoch during which ``minutes`` of training have passed, over all phases."""
+class _TrainingClock(keras.callbacks.Callback):
+    """Wall-clock seconds spent inside ``fit`` calls: over all phases, plus ``already_spent`` seconds."""
 
-    def __init__(self, minutes: float, *, already_spent_seconds: float = 0.0):
+    def __init__(self, already_spent: float = 0.0):
         super().__init__()
-        self.seconds = float(minutes) * 60.0
-        self.spent = float(already_spent_seconds)
-        self.exhausted = False
+        self.spent = float(already_spent)
         self._started = None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
@@ -303,33 +301,35 @@ class TimeBudget(keras.callbacks.Callback):
             self.spent += time.perf_counter() - self._started
             self._started = None
 
+    def elapsed(self) -> float:
+        return self.spent + (time.perf_counter() - self._started if self._started is not None else 0.0)
+
+
+class TimeBudget(_TrainingClock):
+    """Stop after the epoch during which ``minutes`` of training have passed, over all phases."""
+
+    def __init__(self, minutes: float, *, already_spent_seconds: float = 0.0):
+        super().__init__(already_spent_seconds)
+        self.seconds = float(minutes) * 60.0
+        self.exhausted = False
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if self.spent + time.perf_counter() - self._started >= self.seconds:
+        if self.elapsed() >= self.seconds:
             self.exhausted = True
             self.model.stop_training = True
 
 
-class ElapsedMinutes(keras.callbacks.Callback):
+class ElapsedMinutes(_TrainingClock):
     """Adds ``minutes`` (wall-clock training minutes at the epoch's end, over all phases and,
     through ``already_spent_minutes``, earlier invocations of a resumed run) to the epoch logs,
     so ``history.csv`` holds validation scores against time."""
 
     def __init__(self, *, already_spent_minutes: float = 0.0):
-        super().__init__()
-        self.spent = float(already_spent_minutes) * 60.0
-        self._started = None
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        self._started = time.perf_counter()
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        if self._started is not None:
-            self.spent += time.perf_counter() - self._started
-            self._started = None
+        super().__init__(float(already_spent_minutes) * 60.0)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if logs is not None and self._started is not None:
-            logs["minutes"] = round((self.spent + time.perf_counter() - self._started) / 60.0, 4)
+        if logs is not None:
+            logs["minutes"] = round(self.elapsed() / 60.0, 4)
 
 
 class ScalarSummaries(keras.callbacks.Callback):
