@@ -139,7 +139,7 @@ def _field_problems(dataset_dir: str) -> list[str]:
             data = json.load(f)
     except (OSError, ValueError):
         return []
-    if not isinstance(data, dict) or data.get("schema_version") != schema.SCHEMA_VERSION:
+    if not isinstance(data, dict) or data.get("schema_version") not in schema.SUPPORTED_SCHEMA_VERSIONS:
         return []
     if any(key not in data for key in ("class_names", "splits")):
         return []

@@ -35,7 +35,9 @@ import re
 import struct
 from typing import Any, Mapping, Sequence
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""Version written by this kerasseg. 2 adds volume records (``dimensions: 3``); 1 is still read."""
+SUPPORTED_SCHEMA_VERSIONS = (1, 2)
 DATASET_INFO_FILENAME = "dataset.json"
 IGNORE_INDEX = 255
 SPLITS_DIRNAME = "splits"
@@ -53,6 +55,23 @@ KEY_MASK_FORMAT = "image/segmentation/class/format"
 KEY_ROI_ENCODED = "image/roi/encoded"
 
 IMAGE_FORMATS = ("png", "jpeg")
+
+# --- volume records (dataset.json "dimensions": 3) ---------------------------------------------
+# Voxels are stored raw (little-endian, C order, array axes (D, H, W) = (z, y, x)), zlib-compressed.
+KEY_VOLUME_ENCODED = "volume/encoded"
+KEY_VOLUME_ENCODING = "volume/encoding"  # b"raw-zlib"
+KEY_VOLUME_DTYPE = "volume/dtype"  # storage type of the voxels, one of VOLUME_DTYPES
+KEY_VOLUME_DEPTH = "volume/depth"
+KEY_VOLUME_HEIGHT = "volume/height"
+KEY_VOLUME_WIDTH = "volume/width"
+KEY_VOLUME_CHANNELS = "volume/channels"
+KEY_VOLUME_SPACING = "volume/spacing"  # 3 floats, mm, in array axis order (z, y, x)
+KEY_VOLUME_ORIGIN = "volume/origin"  # 3 floats, ITK physical point (x, y, z) of voxel (0, 0, 0), LPS mm
+KEY_VOLUME_DIRECTION = "volume/direction"  # 9 floats, ITK direction matrix, row-major (x, y, z)
+KEY_VOLUME_MASK_ENCODED = "volume/segmentation/class/encoded"  # raw-zlib uint8 (D, H, W), 255 = ignore
+VOLUME_ENCODING = "raw-zlib"
+VOLUME_DTYPES = ("uint8", "int8", "uint16", "int16", "int32", "float32", "float64")
+"""Voxel storage types kept as they are in a volume record."""
 
 
 class SchemaError(ValueError):
@@ -134,6 +153,151 @@ def encode_example(
     return example.SerializeToString(deterministic=True)
 
 
+def encode_volume_example(
+    *,
+    voxels: Any,
+    mask: Any,
+    spacing: Sequence[float],
+    origin: Sequence[float],
+    direction: Sequence[float],
+    filename: str,
+    source_id: str,
+) -> bytes:
+    """Serialize one volume and its label volume as a ``tf.train.Example``.
+
+    Args:
+        voxels: numpy array ``(D, H, W)`` (or ``(D, H, W, C)``) in one of
+            :data:`VOLUME_DTYPES`; stored as it is (raw bytes, zlib).
+        mask: numpy uint8 array ``(D, H, W)`` of class ids, ``255`` = ignore.
+        spacing: voxel size in mm in array axis order ``(z, y, x)``.
+        origin: ITK origin ``(x, y, z)`` in mm.
+        direction: ITK direction matrix, 9 floats row-major.
+        filename: path of the source image relative to the input folder.
+        source_id: stable, unique id of the example.
+
+    Returns:
+        The serialized ``tf.train.Example`` bytes (deterministic).
+    """
+    import zlib
+
+    import numpy as np
+    import tensorflow as tf
+
+    voxels = np.asarray(voxels)
+    mask = np.asarray(mask)
+    dtype = voxels.dtype.name
+    if dtype not in VOLUME_DTYPES:
+        raise SchemaError(f"voxel type {dtype} is not one of {VOLUME_DTYPES}")
+    if voxels.ndim not in (3, 4):
+        raise SchemaError(f"a volume must be (D, H, W) or (D, H, W, C), got shape {voxels.shape}")
+    if mask.dtype != np.uint8 or mask.shape != voxels.shape[:3]:
+        raise SchemaError(f"mask must be uint8 {voxels.shape[:3]}, got {mask.dtype} {mask.shape}")
+    if len(spacing) != 3 or len(origin) != 3 or len(direction) != 9:
+        raise SchemaError("spacing and origin take 3 numbers, direction 9")
+    channels = 1 if voxels.ndim == 3 else int(voxels.shape[3])
+    raw = np.ascontiguousarray(voxels, dtype=voxels.dtype.newbyteorder("<")).tobytes()
+
+    def _bytes(value: bytes) -> tf.train.Feature:
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+    def _int(value: int) -> tf.train.Feature:
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+
+    def _floats(values: Sequence[float]) -> tf.train.Feature:
+        return tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in values]))
+
+    feature = {
+        KEY_VOLUME_ENCODED: _bytes(zlib.compress(raw, 6)),
+        KEY_VOLUME_ENCODING: _bytes(VOLUME_ENCODING.encode()),
+        KEY_VOLUME_DTYPE: _bytes(dtype.encode()),
+        KEY_VOLUME_DEPTH: _int(voxels.shape[0]),
+        KEY_VOLUME_HEIGHT: _int(voxels.shape[1]),
+        KEY_VOLUME_WIDTH: _int(voxels.shape[2]),
+        KEY_VOLUME_CHANNELS: _int(channels),
+        KEY_VOLUME_SPACING: _floats(spacing),
+        KEY_VOLUME_ORIGIN: _floats(origin),
+        KEY_VOLUME_DIRECTION: _floats(direction),
+        KEY_VOLUME_MASK_ENCODED: _bytes(zlib.compress(np.ascontiguousarray(mask).tobytes(), 6)),
+        KEY_IMAGE_FILENAME: _bytes(filename.encode("utf-8")),
+        KEY_IMAGE_SOURCE_ID: _bytes(source_id.encode("utf-8")),
+    }
+    example = tf.train.Example(features=tf.train.Features(feature=feature))
+    return example.SerializeToString(deterministic=True)
+
+
+def decode_volume_example(serialized: bytes) -> dict[str, Any]:
+    """Inverse of :func:`encode_volume_example` in numpy (for checks, tools and tests).
+
+    Returns:
+        ``{"voxels": (D, H, W[, C]) array of the stored type, "mask": uint8 (D, H, W),
+        "spacing", "origin", "direction": tuples, "filename", "source_id": str}``.
+
+    Raises:
+        SchemaError: a key is missing, the encoding is unknown, or the byte
+            counts disagree with the stored shape and type.
+    """
+    import zlib
+
+    import numpy as np
+    import tensorflow as tf
+
+    features = tf.train.Example.FromString(serialized).features.feature
+
+    def get(key: str, kind: str) -> Any:
+        if key not in features:
+            raise SchemaError(f"volume record has no {key!r}")
+        return list(getattr(features[key], kind).value)
+
+    encoding = get(KEY_VOLUME_ENCODING, "bytes_list")[0].decode()
+    if encoding != VOLUME_ENCODING:
+        raise SchemaError(f"volume record encoding {encoding!r} is not {VOLUME_ENCODING!r}")
+    dtype = get(KEY_VOLUME_DTYPE, "bytes_list")[0].decode()
+    if dtype not in VOLUME_DTYPES:
+        raise SchemaError(f"volume record voxel type {dtype!r} is not one of {VOLUME_DTYPES}")
+    shape = [get(k, "int64_list")[0] for k in (KEY_VOLUME_DEPTH, KEY_VOLUME_HEIGHT, KEY_VOLUME_WIDTH)]
+    channels = get(KEY_VOLUME_CHANNELS, "int64_list")[0]
+    try:
+        raw = zlib.decompress(get(KEY_VOLUME_ENCODED, "bytes_list")[0])
+        raw_mask = zlib.decompress(get(KEY_VOLUME_MASK_ENCODED, "bytes_list")[0])
+    except zlib.error as e:
+        raise SchemaError(f"volume record data does not decompress ({e})") from None
+    full = shape + ([channels] if channels > 1 else [])
+    voxels = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<"))
+    mask = np.frombuffer(raw_mask, dtype=np.uint8)
+    if voxels.size != int(np.prod(full)) or mask.size != int(np.prod(shape)):
+        raise SchemaError(f"volume record holds {voxels.size} voxels / {mask.size} labels, its shape says {full}")
+    return {
+        "voxels": voxels.astype(dtype).reshape(full),
+        "mask": mask.reshape(shape),
+        "spacing": tuple(get(KEY_VOLUME_SPACING, "float_list")),
+        "origin": tuple(get(KEY_VOLUME_ORIGIN, "float_list")),
+        "direction": tuple(get(KEY_VOLUME_DIRECTION, "float_list")),
+        "filename": get(KEY_IMAGE_FILENAME, "bytes_list")[0].decode("utf-8"),
+        "source_id": get(KEY_IMAGE_SOURCE_ID, "bytes_list")[0].decode("utf-8"),
+    }
+
+
+def volume_feature_spec() -> dict:
+    """``tf.io.parse_single_example`` spec for volume records."""
+    import tensorflow as tf
+
+    return {
+        KEY_VOLUME_ENCODED: tf.io.FixedLenFeature([], tf.string),
+        KEY_VOLUME_ENCODING: tf.io.FixedLenFeature([], tf.string, default_value=VOLUME_ENCODING),
+        KEY_VOLUME_DTYPE: tf.io.FixedLenFeature([], tf.string),
+        KEY_VOLUME_DEPTH: tf.io.FixedLenFeature([], tf.int64),
+        KEY_VOLUME_HEIGHT: tf.io.FixedLenFeature([], tf.int64),
+        KEY_VOLUME_WIDTH: tf.io.FixedLenFeature([], tf.int64),
+        KEY_VOLUME_CHANNELS: tf.io.FixedLenFeature([], tf.int64, default_value=1),
+        KEY_VOLUME_SPACING: tf.io.FixedLenFeature([3], tf.float32),
+        KEY_VOLUME_ORIGIN: tf.io.FixedLenFeature([3], tf.float32),
+        KEY_VOLUME_DIRECTION: tf.io.FixedLenFeature([9], tf.float32),
+        KEY_VOLUME_MASK_ENCODED: tf.io.FixedLenFeature([], tf.string),
+        KEY_IMAGE_FILENAME: tf.io.FixedLenFeature([], tf.string, default_value=""),
+        KEY_IMAGE_SOURCE_ID: tf.io.FixedLenFeature([], tf.string, default_value=""),
+    }
+
+
 def feature_spec() -> dict:
     """``tf.io.parse_single_example`` spec for the schema."""
     import tensorflow as tf
@@ -166,8 +330,13 @@ class DatasetInfo:
         channels: channel count of the images (1 or 3).
         image_dtype: ``"uint8"`` or ``"uint16"``.
         ignore_index: class id that losses and metrics skip.
-        folds: optional k-fold assignment ``{"0": {"train": [...ids], "val": [...]}, ...}``
-            stored in ``splits/`` files; here only the count.
+        num_folds: number of k-fold lists ``splits/fold{k}_train.txt`` / ``fold{k}_val.txt``.
+        dimensions: 2 for image records, 3 for volume records (schema version 2).
+        volume: statistics of a volume dataset's training split (``dimensions: 3``):
+            ``spacing`` and ``shape`` (``median``/``min``/``max`` per array axis
+            ``(z, y, x)``), ``foreground_intensity`` (``p00_5``, ``p99_5``, ``mean``,
+            ``std`` of the voxels inside any label), ``dtypes`` (volumes per
+            storage type). ``class_pixel_counts`` count voxels there.
         source: free-form description of what was converted and how.
         schema_version: bumped on incompatible schema changes.
     """
@@ -182,7 +351,14 @@ class DatasetInfo:
     ignore_index: int = IGNORE_INDEX
     num_folds: int = 0
     source: dict[str, Any] = dataclasses.field(default_factory=dict)
+    dimensions: int = 2
+    volume: dict[str, Any] = dataclasses.field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+
+    @property
+    def is_volume(self) -> bool:
+        """True for a dataset of volume records (``dimensions: 3``)."""
+        return self.dimensions == 3
 
     @property
     def num_classes(self) -> int:
@@ -207,10 +383,10 @@ class DatasetInfo:
                 f"{origin}: top level is {_kind(data)}, not an object with class_names, splits, ...; {_FIX}"
             )
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION or isinstance(version, bool):
+        if version not in SUPPORTED_SCHEMA_VERSIONS or isinstance(version, bool):
             raise SchemaError(
                 f"{origin}: schema_version {version!r} is not supported by this kerasseg "
-                f"(expects {SCHEMA_VERSION}); re-run the converter"
+                f"(reads {', '.join(map(str, SUPPORTED_SCHEMA_VERSIONS))}); re-run the converter"
             )
         known = {f.name for f in dataclasses.fields(cls)}
         missing = [k for k in ("class_names", "splits") if k not in data]
@@ -310,8 +486,17 @@ def dataset_info_problems(data: Mapping[str, Any]) -> list[str]:
     channels = data.get("channels", 1)
     if not _is_int(channels) or not 1 <= channels <= 4:
         problems.append(f"channels must be an integer 1..4, got {_kind(channels)}")
+    dimensions = data.get("dimensions", 2)
+    if dimensions not in (2, 3) or isinstance(dimensions, bool):
+        problems.append(f"dimensions must be 2 (images) or 3 (volumes), got {_kind(dimensions)}")
     dtype = data.get("image_dtype", "uint8")
-    if dtype not in ("uint8", "uint16"):
+    if dimensions == 3:
+        if dtype not in VOLUME_DTYPES + ("mixed",):
+            problems.append(f"image_dtype of a volume dataset must be one of {VOLUME_DTYPES} or 'mixed', "
+                            f"got {_kind(dtype)}")
+        if "volume" in data and not isinstance(data["volume"], Mapping):
+            problems.append(f"volume must be an object, got {_kind(data['volume'])}")
+    elif dtype not in ("uint8", "uint16"):
         problems.append(f"image_dtype must be 'uint8' or 'uint16', got {_kind(dtype)}")
     ignore = data.get("ignore_index", IGNORE_INDEX)
     if not _is_int(ignore) or not 0 <= ignore <= 255:
@@ -597,7 +782,12 @@ def check_dataset(dataset_dir: str, splits: Sequence[str], *, verify_records: bo
 
 __all__: Sequence[str] = [
     "SCHEMA_VERSION",
+    "SUPPORTED_SCHEMA_VERSIONS",
     "DATASET_INFO_FILENAME",
+    "VOLUME_DTYPES",
+    "encode_volume_example",
+    "decode_volume_example",
+    "volume_feature_spec",
     "IGNORE_INDEX",
     "SchemaError",
     "DatasetInfo",
