@@ -2,10 +2,11 @@
 
 Public API (imported lazily, so ``import data_tools`` stays light)::
 
-    from data_tools import convert_labelme, convert_mask_folder, verify_dataset
+    from data_tools import convert_labelme, convert_mask_folder, convert_volumes, verify_dataset
     report = convert_labelme("annotations/", "records/", split="train=0.8,val=0.2", workers=4)
+    report = convert_volumes("imagesTr/", "labelsTr/", "volumes/", labels="labels.txt", folds=5)
 
-Command-line equivalents: ``labelme2tfrecord``, ``masks2tfrecord`` and
+Command-line equivalents: ``labelme2tfrecord``, ``masks2tfrecord``, ``volumes2tfrecord`` and
 ``kerasseg data verify``. Every user-caused problem raises
 :class:`data_tools.errors.AnnotationError` naming the file and the problem.
 """
@@ -19,6 +20,7 @@ _LAZY = {
     "convert_labelme": "data_tools.converter",
     "convert_mask_folder": "data_tools.converter",
     "convert_mask_list": "data_tools.converter",
+    "convert_volumes": "data_tools.volumes",
     "verify_dataset": "data_tools.verify",
     "VerifyReport": "data_tools.verify",
     "ConversionReport": "data_tools.report",

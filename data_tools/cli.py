@@ -99,6 +99,35 @@ def _masks_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _volumes_parser() -> argparse.ArgumentParser:
+    from data_tools.volumes import DEFAULT_MAX_VOXELS
+
+    parser = argparse.ArgumentParser(
+        prog="volumes2tfrecord",
+        description="Convert CT/MRI volumes (NIfTI, NRRD, MHA/MHD, DICOM series folders) and their label "
+        "volumes (same names in LABELS_DIR) into sharded TFRecords keeping voxel type, spacing, origin and "
+        "direction, with dataset.json, reproducible splits and folds, and a report.",
+    )
+    parser.add_argument("images_dir", nargs="?", metavar="IMAGES_DIR", help="image volumes (searched recursively)")
+    parser.add_argument("labels_dir", nargs="?", metavar="LABELS_DIR", help="label volumes under the same names")
+    parser.add_argument("output_dir", nargs="?", metavar="OUTPUT_DIR", help="dataset folder to create")
+    parser.add_argument("--labels", default=None,
+                        help="class names in id order: a text file (one a line), an MSD-style dataset.json "
+                        "('labels': {'0': 'background', ...}) or 'background,liver,tumour'; default: "
+                        "background, class_1, ... up to the highest id found")
+    parser.add_argument("--slices", choices=("z", "y", "x"), default=None, metavar="AXIS",
+                        help="write 2D slice records cut along AXIS (z, y or x) for the 2D models instead of "
+                        "volume records")
+    parser.add_argument("--max-voxels", type=int, default=None, metavar="N",
+                        help=f"refuse volumes of more than N voxels x channels, checked from the header "
+                        f"(default {DEFAULT_MAX_VOXELS})")
+    _add_common(parser)
+    for action in parser._actions:  # 2D-only options of the shared set
+        if action.dest in ("max_pixels", "append"):
+            action.help = argparse.SUPPRESS
+    return parser
+
+
 def _verify(path: str) -> int:
     from data_tools.verify import verify_dataset
 
@@ -184,4 +213,31 @@ def masks2tfrecord_main(argv: Sequence[str] | None = None) -> int:
     return _run(parser.prog, call, verbose=args.verbose)
 
 
-__all__ = ["labelme2tfrecord_main", "masks2tfrecord_main"]
+def volumes2tfrecord_main(argv: Sequence[str] | None = None) -> int:
+    """``volumes2tfrecord IMAGES_DIR LABELS_DIR OUTPUT_DIR [options]`` or ``volumes2tfrecord --verify DIR``."""
+    parser = _volumes_parser()
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.verify:
+        return _run(parser.prog, lambda: _verify(args.verify), verbose=args.verbose)
+    if not (args.images_dir and args.labels_dir and args.output_dir):
+        parser.error("IMAGES_DIR, LABELS_DIR and OUTPUT_DIR are required (or --verify DIR)")
+    if args.append or args.max_pixels is not None:
+        parser.error("--append and --max-pixels are options of the 2D converters (volumes: --max-voxels)")
+
+    def call() -> int:
+        from data_tools.volumes import convert_volumes
+
+        report = convert_volumes(
+            args.images_dir, args.labels_dir, args.output_dir, labels=args.labels, split=args.split,
+            folds=args.folds, seed=args.seed, shards=args.shards, workers=args.workers, on_error=args.on_error,
+            overwrite=args.overwrite, preview=args.preview, progress=not args.no_progress,
+            max_voxels=args.max_voxels, split_file=args.split_file, slices=args.slices,
+        )
+        print(report.to_text(), end="")
+        print(f"report saved to {os.path.join(report.output_dir, 'report.txt')} (and report.json)")
+        return 0
+
+    return _run(parser.prog, call, verbose=args.verbose)
+
+
+__all__ = ["labelme2tfrecord_main", "masks2tfrecord_main", "volumes2tfrecord_main"]

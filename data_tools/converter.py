@@ -542,30 +542,57 @@ def _convert(
             input_description.get("input_dir") or input_description.get("images_dir"),
             f"no file could be converted ({len(skipped)} skipped)",
         )
-    if options.assignment is not None:
-        # with --on-error skip, a listed file that was skipped as bad is not "unknown"
-        plan = apply_split_file(ids, options.assignment, path=options.split_file,
-                                missing_ok=list(options.assignment) if skipped else ())
-    else:
-        plan = assign_splits(ids, options.fractions, seed=options.seed)
+    plan = _plan_splits(ids, options, skipped)
     tasks: list[_Task] = []
     for split, split_ids in plan.items():
         for source_id in split_ids:
             tasks.append(
                 _Task(len(tasks), source_id, split, kind, make_payload(source_id), len(tasks) < options.preview)
             )
-    num_shards = {
-        split: (0 if not split_ids else min(len(split_ids), options.shards or max(1, math.ceil(len(split_ids) / RECORDS_PER_SHARD))))
-        for split, split_ids in plan.items()
-    }
+    num_shards = {split: _shard_count(len(split_ids), options.shards) for split, split_ids in plan.items()}
+
+    def build(tmp: str) -> ConversionReport:
+        state = _write_records(tmp, tasks, plan, num_shards, options, progress, skipped, pool)
+        return _finish(tmp, kind, state, plan, class_names, options, input_description, output_dir, skipped, started)
+
+    report = _in_staging(output_dir, options.overwrite, build)
+    _log(log, report.to_text())
+    return report
+
+
+def _plan_splits(ids: Sequence[str], options: _Options, skipped: Sequence[FileNote]) -> dict[str, list[str]]:
+    """Split ``ids`` by the split file, or by fractions and seed (each list sorted)."""
+    if options.assignment is not None:
+        # with --on-error skip, a listed file that was skipped as bad is not "unknown"
+        return apply_split_file(ids, options.assignment, path=options.split_file,
+                                missing_ok=list(options.assignment) if skipped else ())
+    return assign_splits(ids, options.fractions, seed=options.seed)
+
+
+def _shard_count(num_records: int, shards: int | None) -> int:
+    """Shards of a split of ``num_records``: ``shards`` (at most one per record), else one per 500."""
+    if not num_records:
+        return 0
+    return min(num_records, shards or max(1, math.ceil(num_records / RECORDS_PER_SHARD)))
+
+
+def _shard_of(position: int, num_records: int, num_shards: int) -> int:
+    """The shard of the ``position``-th record (in split order) of a split: contiguous, even runs."""
+    return position * num_shards // num_records
+
+
+def _in_staging(output_dir: str, overwrite: bool, build: Callable[[str], ConversionReport]) -> ConversionReport:
+    """Run ``build(staging_folder)`` and rename the folder to ``output_dir`` once it returns.
+
+    On any failure the staging folder is removed (an earlier output stays
+    untouched) and a failure to write becomes a :class:`ConversionError`
+    naming the file and the cause.
+    """
     tmp = None
     try:
         tmp = output.stage(output_dir)
-        state = _write_records(tmp, tasks, plan, num_shards, options, progress, skipped, pool)
-        report = _finish(
-            tmp, kind, state, plan, class_names, options, input_description, output_dir, skipped, started
-        )
-        output.move_into_place(tmp, output_dir, overwrite=options.overwrite)
+        report = build(tmp)
+        output.move_into_place(tmp, output_dir, overwrite=overwrite)
     except BaseException as e:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -573,7 +600,6 @@ def _convert(
         if failure is not None:
             raise failure from e
         raise
-    _log(log, report.to_text())
     return report
 
 
@@ -672,8 +698,7 @@ def _write_records(
                 skipped.append(FileNote(result["path"], result["problem"]))
                 continue
             split = task.split
-            n = len(plan[split])
-            shard = position_in_split[task.position] * num_shards[split] // n
+            shard = _shard_of(position_in_split[task.position], len(plan[split]), num_shards[split])
             key = (split, shard)
             if key != writer_key:
                 if writer is not None:
@@ -765,22 +790,25 @@ def _stop_pool(pool) -> None:
         pool.join()
 
 
-def _results(tasks: list[_Task], pool, progress: bool) -> Iterator[dict]:
-    """Results in task order; with a pool the tasks are submitted right away."""
+def _results(tasks: list, pool, progress: bool, worker: Callable[[Any], dict] | None = None, *,
+             unit: str = "img") -> Iterator[dict]:
+    """Results of ``worker`` (default :func:`process_task`) in task order; with a pool the
+    tasks are submitted right away."""
+    worker = process_task if worker is None else worker
     if pool is None:
-        results: Iterable[dict] = (process_task(task) for task in tasks)
+        results: Iterable[dict] = (worker(task) for task in tasks)
     else:
         chunksize = max(1, min(8, len(tasks) // (pool._processes * 8)))
-        results = pool.imap(process_task, tasks, chunksize=chunksize)
+        results = pool.imap(worker, tasks, chunksize=chunksize)
     if not progress:
         return iter(results)
-    return _with_progress(results, len(tasks))
+    return _with_progress(results, len(tasks), unit=unit)
 
 
-def _with_progress(results: Iterable[dict], total: int) -> Iterator[dict]:
+def _with_progress(results: Iterable[dict], total: int, *, unit: str = "img") -> Iterator[dict]:
     from tqdm import tqdm
 
-    with tqdm(total=total, unit="img", desc="converting", file=sys.stderr) as bar:
+    with tqdm(total=total, unit=unit, desc="converting", file=sys.stderr) as bar:
         for result in results:
             yield result
             bar.update(1)
@@ -828,14 +856,8 @@ def _finish(
         raise ConversionError(None, f"masks contain class id {max_id} but only {len(class_names)} classes are known")
     n_classes = len(class_names)
 
-    splits_dir = os.path.join(tmp, schema.SPLITS_DIRNAME)
-    os.makedirs(splits_dir)
-    for split, ids in state.written.items():
-        _write_lines(os.path.join(splits_dir, f"{split}.txt"), ids)
-    if options.folds:
-        for k, fold in enumerate(assign_folds(state.written["train"], options.folds, seed=options.seed)):
-            _write_lines(os.path.join(splits_dir, f"fold{k}_train.txt"), fold["train"])
-            _write_lines(os.path.join(splits_dir, f"fold{k}_val.txt"), fold["val"])
+    fold_lists = assign_folds(state.written["train"], options.folds, seed=options.seed) if options.folds else []
+    _write_split_lists(tmp, state.written, fold_lists)
 
     stats_split = "train" if state.written.get("train") else next(s for s, ids in state.written.items() if ids)
     intensity = _intensity([s for split, s in state.stats if split == stats_split], channels, image_dtype)
@@ -875,13 +897,34 @@ def _finish(
         seconds=time.perf_counter() - started,
         tensorflow_import_seconds=state.tf_import_seconds,
     )
+    _save(tmp, report, info)
+    return report
+
+
+def _write_split_lists(tmp: str, written: Mapping[str, Sequence[str]],
+                       fold_lists: Sequence[Mapping[str, Sequence[str]]]) -> None:
+    """``splits/<split>.txt`` for each split and ``splits/fold{k}_train.txt`` / ``fold{k}_val.txt``."""
+    from kerasseg import schema
+
+    splits_dir = os.path.join(tmp, schema.SPLITS_DIRNAME)
+    os.makedirs(splits_dir)
+    for split, ids in written.items():
+        _write_lines(os.path.join(splits_dir, f"{split}.txt"), ids)
+    for k, fold in enumerate(fold_lists):
+        _write_lines(os.path.join(splits_dir, f"fold{k}_train.txt"), fold["train"])
+        _write_lines(os.path.join(splits_dir, f"fold{k}_val.txt"), fold["val"])
+
+
+def _save(tmp: str, report: ConversionReport, info) -> None:
+    """Write ``report.json``/``report.txt``, then ``dataset.json`` and the manifest, last."""
+    from kerasseg import schema
+
     with open(os.path.join(tmp, "report.json"), "w", encoding="utf-8") as f:
         f.write(report.to_json())
     with open(os.path.join(tmp, "report.txt"), "w", encoding="utf-8") as f:
         f.write(report.to_text())
     schema.write_dataset_info(tmp, info)  # its presence means "finished"
-    output.write_manifest(tmp, source["converter"])  # what --overwrite may replace later
-    return report
+    output.write_manifest(tmp, info.source["converter"])  # what --overwrite may replace later
 
 
 def _intensity(stats: list[dict], channels: int, dtype: str) -> dict[str, Any]:

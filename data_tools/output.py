@@ -46,7 +46,7 @@ MANIFEST_FILENAME = ".kerasseg-manifest.json"
 MANIFEST_VERSION = 1
 TMP_PREFIX = ".kerasseg-tmp-"
 OLD_PREFIX = ".kerasseg-old-"
-CONVERTERS = ("labelme2tfrecord", "masks2tfrecord")
+CONVERTERS = ("labelme2tfrecord", "masks2tfrecord", "volumes2tfrecord")
 
 _SHARD = re.compile(r"^.+-\d{5}-of-\d{5}\.tfrecord$")
 _LEGACY_FILES = {"dataset.json", "report.json", "report.txt"}

@@ -103,7 +103,10 @@ def verify_dataset(dataset_dir: str | os.PathLike, *, max_problems: int = 50) ->
                 for index, raw in enumerate(tf.data.TFRecordDataset(path)):
                     n += 1
                     where = f"{os.path.basename(path)} record {index}"
-                    source_id = _check_record(raw, spec, image_dtype, info, where, problem, pixels)
+                    if info.is_volume:
+                        source_id = _check_volume_record(raw.numpy(), info, where, problem, pixels)
+                    else:
+                        source_id = _check_record(raw, spec, image_dtype, info, where, problem, pixels)
                     if source_id is None:
                         continue
                     if source_id in all_ids:
@@ -183,6 +186,31 @@ def _check_record(raw, spec, image_dtype, info, where, problem, pixels) -> str |
     bad = [v for v in np.nonzero(counts)[0].tolist() if v >= info.num_classes and v != info.ignore_index]
     if bad:
         problem(f"{where}: mask values {bad} are not class ids (0..{info.num_classes - 1}) or {info.ignore_index}")
+    pixels += counts
+    return source_id
+
+
+def _check_volume_record(raw: bytes, info, where, problem, pixels) -> str | None:
+    """Check one volume record: it decodes (sizes, type, zlib), its geometry is sane, its labels are class ids."""
+    from kerasseg import schema
+
+    try:
+        record = schema.decode_volume_example(raw)
+    except schema.SchemaError as e:
+        problem(f"{where}: {e}")
+        return None
+    source_id = record["source_id"]
+    where = f"{where} ({source_id})"
+    spacing = np.asarray(record["spacing"], np.float64)
+    if spacing.shape != (3,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+        problem(f"{where}: spacing {record['spacing']} is not 3 positive numbers (mm)")
+    if record["voxels"].shape[:3] != record["mask"].shape:
+        problem(f"{where}: voxels {record['voxels'].shape} and labels {record['mask'].shape} differ in size")
+        return source_id
+    counts = np.bincount(record["mask"].ravel(), minlength=256)
+    bad = [v for v in np.nonzero(counts)[0].tolist() if v >= info.num_classes and v != info.ignore_index]
+    if bad:
+        problem(f"{where}: label values {bad} are not class ids (0..{info.num_classes - 1}) or {info.ignore_index}")
     pixels += counts
     return source_id
 
