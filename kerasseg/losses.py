@@ -9,6 +9,8 @@ Every loss follows one convention (see CONTRIBUTING.md):
   sigmoid probability of class 1 and is treated exactly as the two-class
   distribution ``[1 - p, p]``, so a binary task gives the same loss whether the
   model ends in a sigmoid (``K=1``) or a two-way softmax (``K=2``).
+* volumes work the same one rank up: ``y_true`` ``(B, D, H, W)``, ``y_pred``
+  ``(B, D, H, W, K)``, sums over all spatial axes.
 * ``sample_weight``: optional per-pixel weight, shape ``(B, H, W)`` (or
   ``(B, H, W, 1)``). It acts *inside* every loss, Dice included: a pixel of
   weight 0 (an ignore pixel) contributes nothing, a pixel of weight 2 counts
@@ -111,8 +113,8 @@ def _prepare(
     ``valid`` float32 ``(B, H, W)`` (1 where the weight is positive).
     """
     y_pred = tf.convert_to_tensor(y_pred)
-    if y_pred.shape.rank is not None and y_pred.shape.rank != 4:
-        raise ValueError(f"y_pred must have shape (B, H, W, K); got shape {y_pred.shape}")
+    if y_pred.shape.rank is not None and y_pred.shape.rank not in (4, 5):
+        raise ValueError(f"y_pred must have shape (B, H, W, K) or (B, D, H, W, K); got shape {y_pred.shape}")
     y_pred = tf.cast(y_pred, tf.float32)
     num_channels = y_pred.shape[-1]
     if num_channels is None:
@@ -120,7 +122,8 @@ def _prepare(
     num_classes = max(int(num_channels), 2)
 
     labels, valid, sw = labels_and_weights(
-        y_true, sample_weight, num_classes=num_classes, ignore_index=ignore_index
+        y_true, sample_weight, num_classes=num_classes, ignore_index=ignore_index,
+        spatial_dims=(y_pred.shape.rank or 4) - 2,
     )
     weight = tf.cast(valid, tf.float32)
     if sw is not None:
@@ -285,8 +288,9 @@ def _pixel_mean(pixel_loss: tf.Tensor, prep: dict[str, tf.Tensor], class_weights
     if class_weights is not None:
         cw = _class_weight_vector(class_weights, prep["onehot"].shape[-1])
         weight = weight * tf.gather(cw, prep["labels"])
-    total = tf.reduce_sum(weight * pixel_loss, axis=[1, 2])
-    count = tf.reduce_sum(prep["valid"], axis=[1, 2])
+    spatial = list(range(1, pixel_loss.shape.rank))
+    total = tf.reduce_sum(weight * pixel_loss, axis=spatial)
+    count = tf.reduce_sum(prep["valid"], axis=spatial)
     return tf.math.divide_no_nan(total, count)
 
 
@@ -431,7 +435,8 @@ class TverskyLoss(SegmentationLoss):
         p = prep["probs"]
         t = prep["onehot"]
         num_classes = t.shape[-1]
-        axes = [0, 1, 2] if self.batch_dice else [1, 2]
+        spatial = list(range(1, t.shape.rank - 1))
+        axes = [0, *spatial] if self.batch_dice else spatial
         tp = tf.reduce_sum(w * p * t, axis=axes)
         fp = tf.reduce_sum(w * p * (1.0 - t), axis=axes)
         fn = tf.reduce_sum(w * (1.0 - p) * t, axis=axes)

@@ -88,8 +88,8 @@ def confusion_matrix(
     """
     n = _num_label_classes(num_classes)
     y_pred = tf.convert_to_tensor(y_pred)
-    if y_pred.shape.rank is not None and y_pred.shape.rank != 4:
-        raise ValueError(f"y_pred must have shape (B, H, W, K); got shape {y_pred.shape}")
+    if y_pred.shape.rank is not None and y_pred.shape.rank not in (4, 5):
+        raise ValueError(f"y_pred must have shape (B, H, W, K) or (B, D, H, W, K); got shape {y_pred.shape}")
     channels = y_pred.shape[-1]
     if channels == 1:
         prob = tf.cast(y_pred[..., 0], tf.float32)
@@ -99,7 +99,8 @@ def confusion_matrix(
     else:
         predicted = tf.argmax(y_pred, axis=-1, output_type=tf.int32)
 
-    labels, valid, sw = labels_and_weights(y_true, sample_weight, num_classes=n, ignore_index=ignore_index)
+    labels, valid, sw = labels_and_weights(y_true, sample_weight, num_classes=n, ignore_index=ignore_index,
+                                           spatial_dims=(y_pred.shape.rank or 4) - 2)
     valid = tf.logical_and(valid, tf.logical_and(predicted >= 0, predicted < n))
     weight = tf.cast(valid, tf.float32)
     if sw is not None:

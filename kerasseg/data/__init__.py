@@ -7,10 +7,14 @@ TensorFlow)::
     iterate_examples(path, split)                                # full-resolution originals
     from_tfds(name, split, *, image_size, batch_size, ...)      # any TFDS segmentation set
     AugmentConfig                                                # augmentation config
+    load_volume_dataset(path, split, *, patch_size, batch_size, ...)  # 3D patches for model.fit
+    iterate_volumes(path, split)                                 # stored volumes (numpy)
+    Augment3DConfig                                              # 3D augmentation config
 
 Submodules: ``preprocess`` (intensity normalization), ``geometry`` (resize,
 crops, pad/crop-back), ``augment``, ``classical`` (numpy/OpenCV preprocessing of
-the source papers), ``class_weights``, ``visualize`` (``save_batch_grid``).
+the source papers), ``class_weights``, ``visualize`` (``save_batch_grid``);
+for volumes ``volumes`` (the 3D pipeline), ``augment3d`` and ``resample``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ _LAZY = {
     "decode_example": "kerasseg.data.pipeline",
     "from_tfds": "kerasseg.data.tfds",
     "AugmentConfig": "kerasseg.data.augment",
+    "load_volume_dataset": "kerasseg.data.volumes",
+    "iterate_volumes": "kerasseg.data.volumes",
+    "Augment3DConfig": "kerasseg.data.augment3d",
     "normalize": "kerasseg.data.preprocess",
     "resolve_normalization": "kerasseg.data.preprocess",
     "median_frequency_weights": "kerasseg.data.class_weights",

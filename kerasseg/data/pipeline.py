@@ -260,6 +260,11 @@ def _decoded_records(path: str, split: str, info: schema.DatasetInfo, *, shuffle
                      check_labels: bool = True):
     import tensorflow as tf
 
+    if info.is_volume:
+        raise schema.SchemaError(
+            f"{path}: the dataset holds volumes (dataset.json dimensions: 3); read it with "
+            "kerasseg.data.load_volume_dataset (training patches) or kerasseg.data.iterate_volumes"
+        )
     files = schema.split_files(path, split)
     ds = tf.data.Dataset.from_tensor_slices(files)
     if shuffle_files and len(files) > 1:
