@@ -120,7 +120,12 @@ def _pairs(images_dir: str, labels_dir: str, output_dir: str, fail: Callable[[An
 
     exclude = [output_dir] + ([labels_dir] if labels_dir != images_dir else [])
     images = find_volumes(images_dir, exclude=exclude)
-    labels = dict(find_volumes(labels_dir, exclude=[output_dir] + ([images_dir] if images_dir != labels_dir else [])))
+    labels: dict[str, str] = {}
+    ambiguous: dict[str, list[str]] = {}
+    for case, path in find_volumes(labels_dir, exclude=[output_dir] + ([images_dir] if images_dir != labels_dir else [])):
+        if case in labels:
+            ambiguous.setdefault(case, [labels[case]]).append(path)
+        labels[case] = path
     if not images:
         raise ConversionError(images_dir, "no volumes found (searched recursively for .nii, .nii.gz, .nrrd, .nhdr, "
                               ".mha, .mhd files and DICOM series folders)")
@@ -132,6 +137,10 @@ def _pairs(images_dir: str, labels_dir: str, output_dir: str, fail: Callable[[An
             continue
         seen[case] = path
         label = labels.pop(case, None)
+        if case in ambiguous:
+            fail(AnnotationError(path, f"has several label volumes of the same name: {', '.join(ambiguous[case])}; "
+                                 "keep one"))
+            continue
         if label is None:
             fail(AnnotationError(path, f"has no label volume: expected {case} (.nii.gz, .nii, .nrrd, .mha, .mhd or a "
                                  f"DICOM folder) in {labels_dir}"))

@@ -1,13 +1,17 @@
 """Full-resolution evaluation: overlap scores and surface distances per class.
 
 ``SegmentationEvaluator`` takes one ``(H, W)`` integer label map pair per image
-(ground truth, prediction) and accumulates
+(ground truth, prediction), or one ``(D, H, W)`` pair per volume (CT/MRI, axes
+``(z, y, x)``), and accumulates
 
 * a dataset-level confusion matrix, from which per-class IoU (Jaccard), Dice,
   sensitivity, specificity and precision, mean IoU, mean Dice and pixel
   (segmentation) accuracy are computed;
-* per image and class: Dice, IoU, HD95 and ASSD (average symmetric surface
-  distance), in pixels or in the physical ``spacing`` given.
+* per image (volume) and class: Dice, IoU, HD95 and ASSD (average symmetric
+  surface distance), in pixels (voxels) or in the physical ``spacing`` given:
+  ``(row, column)`` for images, ``(z, y, x)`` in mm for volumes.
+
+One evaluator holds images or volumes, not both (the distances would mix units).
 
 Pixels whose ground truth equals ``ignore_index`` (255) are left out of every
 count; for surface distances both masks are restricted to non-ignored pixels.
@@ -15,11 +19,17 @@ count; for surface distances both masks are restricted to non-ignored pixels.
 Definitions
 -----------
 * Surface of a mask: its pixels with at least one 4-neighbour outside the mask
-  (outside the image counts as outside).
+  (outside the image counts as outside); for a volume, its voxels with at least
+  one of the 6 face neighbours outside the mask (outside the volume counts as
+  outside).
 * Directed distances ``d(A->B)``: for every surface pixel of ``A`` the exact
   Euclidean distance (with ``spacing``) to the nearest surface pixel of ``B``
-  (OpenCV's exact distance transform for square pixels; an exact separable
-  numpy method for anisotropic ``spacing``).
+  (images: OpenCV's exact distance transform for square pixels, an exact
+  separable numpy method for anisotropic ``spacing``; volumes: SimpleITK's
+  Maurer distance map with the voxel spacing, exact Euclidean, over the
+  bounding box of both surfaces; its squared distances are float32, so the
+  distances are exact for integer spacing and within about 1e-6 relative
+  otherwise).
 * HD95 = ``max(P95(d(P->G)), P95(d(G->P)))`` (linear-interpolated percentile;
   the MONAI convention). ASSD = mean of all distances in both directions.
 
@@ -29,7 +39,8 @@ For a class in one image:
 
 * absent from both truth and prediction: Dice = IoU = 1, HD95 = ASSD = 0;
 * present in only one of them: Dice = IoU = 0, HD95 = ASSD = the image
-  diagonal (``sqrt((H*sy)^2 + (W*sx)^2)``), the largest distance possible in
+  diagonal (``sqrt((H*sy)^2 + (W*sx)^2)``; a volume's:
+  ``sqrt((D*sz)^2 + (H*sy)^2 + (W*sx)^2)``), the largest distance possible in
   the image, so averages stay finite and such an image is clearly penalized.
 
 Dataset-level ratios follow the same rule: a ratio whose denominator is 0 is
@@ -63,8 +74,9 @@ These keys are absent when no probabilities were given, and ``None`` (JSON
 ``null``) for a class with no positive or no negative pixel.
 
 Shapes. ``hd95``, ``assd``, ``surface_distances`` and ``binary_scores`` take
-two 2-D masks of one shape; anything else is an :class:`EvaluationError`
-(never a broadcast, never the diagonal of one of them).
+two masks of one shape, both 2-D ``(H, W)`` or both 3-D ``(D, H, W)``; anything
+else is an :class:`EvaluationError` (never a broadcast, never the diagonal of
+one of them). A spacing of the wrong length for the masks is an error too.
 """
 
 from __future__ import annotations
@@ -127,9 +139,37 @@ def _spacing_pair(spacing: float | Sequence[float] | None) -> tuple[float, float
     return values  # type: ignore[return-value]
 
 
+def _spacing_triple(spacing: float | Sequence[float] | None) -> tuple[float, float, float]:
+    """A volume's voxel size ``(z, y, x)``: ``None`` -> ones, one number -> that number on every axis."""
+    if spacing is None:
+        return (1.0, 1.0, 1.0)
+    if np.ndim(spacing) == 0:
+        values = (float(spacing),) * 3  # type: ignore[arg-type]
+    else:
+        values = tuple(float(s) for s in spacing)  # type: ignore[union-attr]
+        if len(values) != 3:
+            raise EvaluationError(f"spacing of a volume must be one number or (z, y, x) in mm, got {spacing!r}")
+    if not all(v > 0 and math.isfinite(v) for v in values):
+        raise EvaluationError(f"spacing must be positive, got {spacing!r}")
+    return values  # type: ignore[return-value]
+
+
+def _spacing_for(spacing: float | Sequence[float] | None, ndim: int) -> tuple[float, ...]:
+    """``spacing`` checked for masks of ``ndim`` (2 or 3) dimensions."""
+    return _spacing_triple(spacing) if ndim == 3 else _spacing_pair(spacing)
+
+
 def surface(mask: np.ndarray) -> np.ndarray:
-    """Boundary pixels of a boolean ``(H, W)`` mask (4-connectivity, image edge = outside)."""
+    """Boundary of a boolean mask, image edge = outside.
+
+    ``(H, W)``: pixels with a 4-neighbour outside the mask. ``(D, H, W)``:
+    voxels with one of their 6 face neighbours outside the mask.
+    """
     mask = np.asarray(mask, dtype=bool)
+    if mask.ndim == 3:
+        return _surface_3d(mask)
+    if mask.ndim != 2:
+        raise EvaluationError(f"a mask must be 2-D (H, W) or 3-D (D, H, W), got shape {mask.shape}")
     padded = np.pad(mask, 1, mode="constant", constant_values=False)
     interior = (
         padded[1:-1, 1:-1]
@@ -139,6 +179,75 @@ def surface(mask: np.ndarray) -> np.ndarray:
         & padded[1:-1, 2:]
     )
     return mask & ~interior
+
+
+def _surface_3d(mask: np.ndarray) -> np.ndarray:
+    """Voxels of a boolean ``(D, H, W)`` mask with a face neighbour outside it (no padded copy made)."""
+    interior = mask.copy()
+    for axis in range(3):
+        after = [slice(None)] * 3
+        before = [slice(None)] * 3
+        after[axis] = slice(1, None)
+        before[axis] = slice(None, -1)
+        interior[tuple(after)] &= mask[tuple(before)]  # the neighbour at index - 1 along this axis
+        interior[tuple(before)] &= mask[tuple(after)]  # the neighbour at index + 1
+        edge = [slice(None)] * 3
+        for end in (0, -1):
+            edge[axis] = end  # type: ignore[call-overload]
+            interior[tuple(edge)] = False  # its neighbour there lies outside the volume
+    return mask & ~interior
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
+    """The smallest box holding every ``True`` of a non-empty mask."""
+    box = []
+    for axis in range(mask.ndim):
+        others = tuple(a for a in range(mask.ndim) if a != axis)
+        where = np.flatnonzero(mask.any(axis=others))
+        box.append(slice(int(where[0]), int(where[-1]) + 1))
+    return tuple(box)
+
+
+def _distance_map_3d(target: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+    """Euclidean distance (units of ``spacing``) of every voxel of ``(D, H, W)`` to the nearest ``True``.
+
+    SimpleITK's signed Maurer map (exact Euclidean, anisotropic spacing) is
+    negative inside the target and 0 on its contour; outside, the nearest
+    target voxel always lies on the contour, so clipping at 0 gives the
+    distance to the nearest target voxel everywhere (0 on the target).
+    ITK gives squared distances in float32 (exact integers for integer
+    spacing); the root is taken in float64.
+    """
+    import SimpleITK as sitk
+
+    if target.all():
+        return np.zeros(target.shape)  # ITK's map has no contour to measure from without a background voxel
+    image = sitk.GetImageFromArray(target.astype(np.uint8))
+    image.SetSpacing(tuple(float(s) for s in reversed(spacing)))  # ITK's (x, y, z)
+    signed = sitk.SignedMaurerDistanceMap(
+        image, insideIsPositive=False, squaredDistance=True, useImageSpacing=True, backgroundValue=0.0
+    )
+    # squared distances are integers for unit spacing (exact in float32), so the root is exact there
+    return np.sqrt(np.maximum(sitk.GetArrayFromImage(signed).astype(np.float64), 0.0))
+
+
+def _surface_distances_3d(
+    pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Directed surface distances of two non-empty ``(D, H, W)`` masks, in units of ``spacing``.
+
+    The surfaces are taken on the whole volume (its edge is outside), the
+    distance maps on the bounding box of both surfaces only: every query and
+    every target voxel lies inside it, so the distances are the same.
+    """
+    pred_surface = surface(pred)
+    truth_surface = surface(truth)
+    box = _bounding_box(pred_surface | truth_surface)
+    pred_surface, truth_surface = pred_surface[box], truth_surface[box]
+    return (
+        _distance_map_3d(truth_surface, spacing)[pred_surface],
+        _distance_map_3d(pred_surface, spacing)[truth_surface],
+    )
 
 
 def _gap_along_rows(target: np.ndarray) -> np.ndarray:
@@ -215,12 +324,17 @@ def surface_distances(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Directed surface distances ``(d(pred->truth), d(truth->pred))`` of two boolean masks.
 
-    Both masks must be non-empty. Distances are in units of ``spacing``
-    (``(row, column)`` or one number; pixels when ``None``).
+    Both masks must be non-empty, both ``(H, W)`` or both ``(D, H, W)``.
+    Distances are in units of ``spacing``: ``(row, column)`` for images,
+    ``(z, y, x)`` (mm) for volumes, or one number; pixels (voxels) when
+    ``None``. Each array holds one distance per surface pixel (voxel) of the
+    first mask, in C order.
     """
     pred, truth = _mask_pair(pred, truth)
     if not pred.any() or not truth.any():
         raise EvaluationError("surface distances need two non-empty masks")
+    if pred.ndim == 3:
+        return _surface_distances_3d(pred, truth, _spacing_triple(spacing))
     sp = _spacing_pair(spacing)
     pred_surface = surface(pred)
     truth_surface = surface(truth)
@@ -247,33 +361,41 @@ def _distance_transform(target: np.ndarray) -> np.ndarray:
 
 
 def _mask_pair(pred: Any, truth: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Both masks as bool arrays, refusing anything but two 2-D masks of one shape."""
+    """Both masks as bool arrays, refusing anything but two 2-D or two 3-D masks of one shape."""
     pred = np.asarray(pred, dtype=bool)
     truth = np.asarray(truth, dtype=bool)
-    if pred.shape != truth.shape or pred.ndim != 2:
+    if pred.shape != truth.shape or pred.ndim not in (2, 3):
         raise EvaluationError(
-            f"masks must be 2-D and of one shape, got prediction {pred.shape} and truth {truth.shape}"
+            "masks must be 2-D (H, W) or 3-D (D, H, W) and of one shape, got prediction "
+            f"{pred.shape} and truth {truth.shape}"
         )
     return pred, truth
 
 
-def _diagonal(shape: tuple[int, int], spacing: tuple[float, float]) -> float:
-    return float(math.hypot(shape[0] * spacing[0], shape[1] * spacing[1]))
+def _diagonal(shape: tuple[int, ...], spacing: tuple[float, ...]) -> float:
+    return float(math.hypot(*(n * s for n, s in zip(shape, spacing))))
 
 
 def hd95(pred: np.ndarray, truth: np.ndarray, spacing: float | Sequence[float] | None = None) -> float:
-    """95th-percentile Hausdorff distance of two boolean masks (empty cases per ``EMPTY_POLICY``)."""
+    """95th-percentile Hausdorff distance of two boolean masks (empty cases per ``EMPTY_POLICY``).
+
+    ``(H, W)`` masks with ``spacing`` ``(row, column)``, or ``(D, H, W)`` masks
+    with ``(z, y, x)`` (mm); one number or ``None`` (1) fits both.
+    """
     return _distance_pair(pred, truth, spacing)[0]
 
 
 def assd(pred: np.ndarray, truth: np.ndarray, spacing: float | Sequence[float] | None = None) -> float:
-    """Average symmetric surface distance of two boolean masks (empty cases per ``EMPTY_POLICY``)."""
+    """Average symmetric surface distance of two boolean masks (empty cases per ``EMPTY_POLICY``).
+
+    Masks and ``spacing`` as for :func:`hd95`.
+    """
     return _distance_pair(pred, truth, spacing)[1]
 
 
 def _distance_pair(pred: np.ndarray, truth: np.ndarray, spacing: Any) -> tuple[float, float]:
     pred, truth = _mask_pair(pred, truth)
-    sp = _spacing_pair(spacing)
+    sp = _spacing_for(spacing, pred.ndim)
     has_pred, has_truth = bool(pred.any()), bool(truth.any())
     if not has_pred and not has_truth:
         return 0.0, 0.0
@@ -307,17 +429,22 @@ def _ratio(num: float, den: float, absent: bool) -> float:
 
 
 class SegmentationEvaluator:
-    """Accumulate full-resolution segmentation metrics over images.
+    """Accumulate full-resolution segmentation metrics over images or volumes.
 
     Args:
         num_classes: number of label classes (1 = binary sigmoid model, read as 2).
         class_names: one unique name per class (``max(num_classes, 2)``);
             default ``class0, class1, ...``.
-        spacing: pixel size, one number or ``(row, column)``; distances are
-            reported in its unit (pixels when ``None``).
+        spacing: pixel size, one number or ``(row, column)``; or, for volumes,
+            the voxel size ``(z, y, x)`` in mm. Distances are reported in its
+            unit (pixels / voxels when ``None``). ``update`` may give each
+            image or volume its own.
         ignore_index: ground-truth value left out of every count.
         surface_metrics: compute HD95/ASSD (the costly part); when ``False``
             they are reported as ``None``.
+
+    One evaluator takes images or volumes, not both: the first ``update``
+    decides (``reset`` forgets it).
 
     Example::
 
@@ -326,6 +453,9 @@ class SegmentationEvaluator:
             ev.update(truth, pred)
         print(ev.format_table())
         ev.write_json("report.json"); ev.write_csv("report.csv")
+
+        vol = SegmentationEvaluator(3, ["background", "anterior", "posterior"])
+        vol.update(truth_dhw, pred_dhw, name="case_001", spacing=(3.0, 0.8, 0.8))  # (z, y, x) mm
     """
 
     def __init__(
@@ -352,7 +482,15 @@ class SegmentationEvaluator:
         if len(set(class_names)) != len(class_names):
             raise EvaluationError(f"class names must be unique, got {class_names}")
         self.class_names = class_names
-        self.spacing = None if spacing is None else _spacing_pair(spacing)
+        # one number: the same size on every axis, for images and volumes alike
+        self._uniform_spacing: float | None = None
+        if spacing is not None and np.ndim(spacing) == 0:
+            self.spacing: tuple[float, ...] | None = _spacing_pair(spacing)
+            self._uniform_spacing = self.spacing[0]
+        elif spacing is not None and len(spacing) == 3:  # type: ignore[arg-type]
+            self.spacing = _spacing_triple(spacing)
+        else:
+            self.spacing = None if spacing is None else _spacing_pair(spacing)
         self.ignore_index = None if ignore_index is None else int(ignore_index)
         self.surface_metrics = bool(surface_metrics)
         self.reset()
@@ -364,25 +502,92 @@ class SegmentationEvaluator:
         self.per_image: list[dict[str, Any]] = []
         self.curves: ProbabilityCurves | None = None
         self.images_with_probabilities = 0
+        self.spatial_dims: int | None = None  # 2 (images) or 3 (volumes), set by the first update
+        self._spacing_given = False  # some update was given its own spacing
+
+    @property
+    def _volumes(self) -> bool:
+        return self.spatial_dims == 3 or (self.spatial_dims is None and self.spacing is not None
+                                          and len(self.spacing) == 3)
 
     # ------------------------------------------------------------------ input
 
-    def _as_labels(self, array: Any, what: str, name: str | None) -> np.ndarray:
+    def _as_labels(self, array: Any, what: str, name: str | None, dims: int = 2) -> np.ndarray:
         array = np.asarray(array)
         where = f" ({name})" if name else ""
-        if array.ndim == 3 and array.shape[-1] == 1 and what == "y_true":
-            array = array[..., 0]
-        if what == "y_pred" and array.ndim == 3 and np.issubdtype(array.dtype, np.floating):
-            # class probabilities (H, W, K): argmax, or threshold 0.5 for K=1
-            array = (array[..., 0] >= 0.5).astype(np.int64) if array.shape[-1] == 1 else array.argmax(-1)
-        if array.ndim != 2:
-            raise EvaluationError(f"{what}{where} must be an (H, W) label map, got shape {array.shape}")
+        if dims == 3:
+            if array.ndim == 4 and array.shape[-1] == 1 and what == "y_true":
+                array = array[..., 0]
+            if what == "y_pred" and array.ndim == 4 and np.issubdtype(array.dtype, np.floating):
+                # class probabilities (D, H, W, K): argmax, or threshold 0.5 for K=1
+                array = (array[..., 0] >= 0.5).astype(np.int64) if array.shape[-1] == 1 else array.argmax(-1)
+            if array.ndim != 3:
+                raise EvaluationError(f"{what}{where} must be a (D, H, W) label map, got shape {array.shape}")
+        else:
+            if array.ndim == 3 and array.shape[-1] == 1 and what == "y_true":
+                array = array[..., 0]
+            if what == "y_pred" and array.ndim == 3 and np.issubdtype(array.dtype, np.floating):
+                # class probabilities (H, W, K): argmax, or threshold 0.5 for K=1
+                array = (array[..., 0] >= 0.5).astype(np.int64) if array.shape[-1] == 1 else array.argmax(-1)
+            if array.ndim != 2:
+                raise EvaluationError(f"{what}{where} must be an (H, W) label map, got shape {array.shape}")
         if np.issubdtype(array.dtype, np.floating):
             if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
                 raise EvaluationError(f"{what}{where} must hold integer class ids, got non-integer values")
         elif not np.issubdtype(array.dtype, np.integer) and array.dtype != bool:
             raise EvaluationError(f"{what}{where} must be an integer label map, got dtype {array.dtype}")
         return array.astype(np.int64)
+
+    def _spatial_dims_of(self, y_true: Any, y_pred: Any, spacing: Any, where: str) -> int:
+        """2 (an image) or 3 (a volume) for this update, refusing a spacing or a kind that does not fit.
+
+        The shapes decide when they can: ``(H, W)`` truth is an image;
+        ``(D, H, W, 1)`` truth, or ``(D, H, W)`` truth with ``W > 1`` and a
+        prediction of 3 or more dimensions, is a volume. ``(H, W, 1)`` truth
+        is an image unless a 3-entry spacing (this update's, else the
+        evaluator's) or the volumes seen before say it is a ``(D, H, 1)`` volume.
+        """
+        shape = np.shape(y_true)
+        if len(shape) == 2:
+            by_shape: int | None = 2
+        elif len(shape) == 4 or (len(shape) == 3 and shape[-1] != 1 and np.ndim(y_pred) >= 3):
+            by_shape = 3
+        elif len(shape) == 3 and shape[-1] == 1:
+            by_shape = None  # (H, W, 1) image or (D, H, 1) volume
+        elif len(shape) == 3:
+            by_shape = 2  # (H, W, C) truth beside an (H, W) prediction: the 2-D checks say what is wrong
+        else:
+            by_shape = 0  # neither kind: the label-map checks below name the shape
+        whose = "spacing"
+        explicit = spacing
+        if spacing is None and self.spacing is not None and self._uniform_spacing is None:
+            whose, explicit = "the evaluator's spacing", self.spacing
+        by_spacing = None if explicit is None or np.ndim(explicit) == 0 else len(explicit)
+        if by_spacing not in (None, 2, 3):
+            raise EvaluationError(
+                f"spacing{where} must be one number, (row, column) for an image or (z, y, x) for a volume, "
+                f"got {explicit!r}"
+            )
+        if by_shape == 0:
+            return self.spatial_dims or by_spacing or 2
+        if by_spacing == 2 and by_shape == 3:
+            raise EvaluationError(
+                f"y_true{where} has shape {shape}, a (D, H, W) volume, but {whose} {tuple(explicit)} has 2 "
+                "entries (row, column): give the voxel size (z, y, x) in mm"
+            )
+        if by_spacing == 3 and by_shape == 2:
+            raise EvaluationError(
+                f"y_true{where} has shape {shape}, an (H, W) image, but {whose} {tuple(explicit)} has 3 "
+                "entries (z, y, x): give (row, column) for an image"
+            )
+        dims = by_shape or by_spacing or self.spatial_dims or 2
+        if self.spatial_dims is not None and dims != self.spatial_dims:
+            seen, given = ("images", "a volume") if self.spatial_dims == 2 else ("volumes", "an image")
+            raise EvaluationError(
+                f"y_true{where} of shape {shape} is {given} but this evaluator holds {seen}: use one "
+                "SegmentationEvaluator for images and another for volumes"
+            )
+        return dims
 
     def update(
         self,
@@ -394,29 +599,42 @@ class SegmentationEvaluator:
         probabilities: Any = None,
         filename: str | None = None,
     ) -> dict[str, Any]:
-        """Add one image.
+        """Add one image, or one volume.
 
         Args:
             y_true: ``(H, W)`` (or ``(H, W, 1)``) integer ground truth;
-                ``ignore_index`` pixels are left out.
+                ``ignore_index`` pixels are left out. A volume: ``(D, H, W)``
+                (or ``(D, H, W, 1)``).
             y_pred: ``(H, W)`` integer prediction, or ``(H, W, K)`` float
-                probabilities (argmax; ``K == 1``: ``p >= 0.5``).
+                probabilities (argmax; ``K == 1``: ``p >= 0.5``); a volume:
+                ``(D, H, W)`` labels or ``(D, H, W, K)`` probabilities.
             name: an identifier kept in the per-image records (e.g. the file).
-            spacing: this image's pixel size, overriding the evaluator's
-                ``spacing`` (scans often differ); same unit for every image.
-            probabilities: optional ``(H, W, K)`` float class probabilities of
-                this image (``K`` classes, or ``K == 1`` for a sigmoid model),
-                accumulated for AUC-ROC / AUC-PR / best F1 (see the module
-                docstring); usually the array ``y_pred`` was taken from.
+            spacing: this image's pixel size ``(row, column)``, or this
+                volume's voxel size ``(z, y, x)`` in mm, overriding the
+                evaluator's ``spacing`` (scans often differ); same unit for
+                every image.
+            probabilities: optional ``(H, W, K)`` (volume: ``(D, H, W, K)``)
+                float class probabilities of this image (``K`` classes, or
+                ``K == 1`` for a sigmoid model), accumulated for AUC-ROC /
+                AUC-PR / best F1 (see the module docstring); usually the array
+                ``y_pred`` was taken from.
             filename: the image's file name, kept in the per-image record.
 
         Returns:
             This image's record: ``{"index", "name", "filename", "dice": {class:
-            v}, "iou", "hd95", "assd", "pixel_accuracy"}``.
+            v}, "iou", "hd95", "assd", "pixel_accuracy"}`` (for a volume,
+            ``"pixels"`` counts voxels and ``"spacing"`` is ``[z, y, x]``).
+
+        Raises:
+            EvaluationError: naming the image or volume: shapes that differ,
+                labels out of range, a spacing of the wrong length (2 entries
+                for a volume, 3 for an image), an image added to an evaluator
+                of volumes or the reverse. Nothing is added then.
         """
-        truth = self._as_labels(y_true, "y_true", name)
-        pred = self._as_labels(y_pred, "y_pred", name)
         where = f" ({name})" if name else ""
+        dims = self._spatial_dims_of(y_true, y_pred, spacing, where)
+        truth = self._as_labels(y_true, "y_true", name, dims)
+        pred = self._as_labels(y_pred, "y_pred", name, dims)
         if truth.shape != pred.shape:
             raise EvaluationError(f"y_true{where} has shape {truth.shape} but y_pred has shape {pred.shape}")
         valid = np.ones(truth.shape, dtype=bool)
@@ -431,11 +649,23 @@ class SegmentationEvaluator:
         bad_pred = np.unique(pred[(pred < 0) | (pred >= self.n)])
         if bad_pred.size:
             raise EvaluationError(f"y_pred{where} holds labels {bad_pred[:10].tolist()} outside 0..{self.n - 1}")
+        given_spacing = spacing is not None
+        if given_spacing:
+            spacing = _spacing_for(spacing, dims)
+        elif self.spacing is not None and len(self.spacing) == dims:
+            spacing = self.spacing
+        elif self._uniform_spacing is not None:
+            spacing = (self._uniform_spacing,) * dims
+        else:
+            spacing = (1.0,) * dims
         if probabilities is not None:
+            curve_truth, curve_probs = truth, probabilities
+            if dims == 3:
+                curve_truth, curve_probs = self._volume_probabilities(truth, probabilities, where)
             if self.curves is None:
                 self.curves = ProbabilityCurves(self.num_classes, self.class_names, ignore_index=self.ignore_index)
             try:
-                self.curves.update(truth, probabilities)  # validates before adding anything
+                self.curves.update(curve_truth, curve_probs)  # validates before adding anything
             except ValueError as e:
                 raise EvaluationError(f"probabilities{where}: {e}") from None
             self.images_with_probabilities += 1
@@ -446,10 +676,6 @@ class SegmentationEvaluator:
         self.confusion += cm
         self.ignored_pixels += int(valid.size - np.count_nonzero(valid))
 
-        if spacing is not None:
-            spacing = _spacing_pair(spacing)
-        else:
-            spacing = self.spacing or (1.0, 1.0)
         record: dict[str, Any] = {
             "index": len(self.per_image),
             "name": name,
@@ -480,7 +706,26 @@ class SegmentationEvaluator:
                 record["hd95"][cname] = None
                 record["assd"][cname] = None
         self.per_image.append(record)
+        self.spatial_dims = dims
+        self._spacing_given = self._spacing_given or given_spacing
         return record
+
+    def _volume_probabilities(self, truth: np.ndarray, probabilities: Any, where: str) -> tuple[np.ndarray, Any]:
+        """A volume's truth and ``(D, H, W, K)`` probabilities as one tall image (the histograms are per voxel)."""
+        probs = np.asarray(probabilities)
+        if probs.ndim != 4 or probs.shape[:3] != truth.shape:
+            raise EvaluationError(
+                f"probabilities{where} must be (D, H, W, K) with (D, H, W) = truth's {truth.shape}, "
+                f"got shape {probs.shape}"
+            )
+        k = probs.shape[-1]
+        if k != self.n and not (k == 1 and self.n == 2):
+            raise EvaluationError(
+                f"probabilities{where} of shape {probs.shape} have {k} channel(s) for {self.n} classes "
+                f"(expected {self.n}" + (", or 1 for a sigmoid output)" if self.n == 2 else ")")
+            )
+        d, h, w = truth.shape
+        return truth.reshape(d * h, w), probs.reshape(d * h, w, k)
 
     # ------------------------------------------------------------------ output
 
@@ -494,6 +739,9 @@ class SegmentationEvaluator:
         ``mean_hd95``, ``mean_assd``, ``pixel_accuracy``, ``confusion_matrix``,
         ``counts`` (``images``, ``pixels``, ``ignored_pixels``), ``per_image``,
         ``class_names``, ``spacing``, ``distance_unit``, ``empty_policy``.
+        The same keys for volumes: ``images`` then counts volumes, ``pixels``
+        voxels, and ``distance_unit`` is ``"mm"`` (a spacing was given) or
+        ``"voxels"``.
 
         Only when probabilities were given to ``update``: per class also
         ``auc_roc``, ``auc_pr``, ``best_f1``, ``best_threshold`` (``None`` for
@@ -575,8 +823,8 @@ class SegmentationEvaluator:
                 "pixels": int(total),
                 "ignored_pixels": int(self.ignored_pixels),
             },
-            "spacing": None if self.spacing is None else list(self.spacing),
-            "distance_unit": "pixels" if self.spacing is None else "spacing units",
+            "spacing": self._reported_spacing(),
+            "distance_unit": self._distance_unit(),
             "ignore_index": self.ignore_index,
             "empty_policy": EMPTY_POLICY,
             "per_image": copy.deepcopy(self.per_image),
@@ -585,10 +833,27 @@ class SegmentationEvaluator:
             report["counts"]["images_with_probabilities"] = self.images_with_probabilities
         return report
 
+    def _reported_spacing(self) -> list[float] | None:
+        if self.spacing is None:
+            return None
+        if self._volumes and self._uniform_spacing is not None:
+            return [self._uniform_spacing] * 3
+        return list(self.spacing)
+
+    def _distance_unit(self) -> str:
+        if self._volumes:
+            return "mm" if self.spacing is not None or self._spacing_given else "voxels"
+        return "pixels" if self.spacing is None else "spacing units"
+
     def format_table(self) -> str:
         """Human-readable summary, starting with ``Intersection over Union for each class:``."""
         report = self.result()
-        unit = "px" if self.spacing is None else "units"
+        if self._volumes:
+            unit = "mm" if report["distance_unit"] == "mm" else "vox"
+            image, pixel = "volume", "voxel"
+        else:
+            unit = "px" if self.spacing is None else "units"
+            image, pixel = "image", "pixel"
         lines = ["Intersection over Union for each class:"]
         for c, cname in enumerate(self.class_names):
             e = report["per_class"][cname]
@@ -614,30 +879,34 @@ class SegmentationEvaluator:
         lines.append(f"pixel accuracy: {report['pixel_accuracy']:.4f}")
         counts = report["counts"]
         lines.append(
-            f"images: {counts['images']}  pixels: {counts['pixels']}  ignored pixels: {counts['ignored_pixels']}"
+            f"{image}s: {counts['images']}  {pixel}s: {counts['pixels']}  ignored {pixel}s: {counts['ignored_pixels']}"
         )
         unevaluated = sum(1 for r in report["per_image"] if r["pixels"] == 0)
         if counts["pixels"] == 0:
             lines.append(
-                "nothing was evaluated: no ground-truth pixel outside the ignore label, so the scores "
+                f"nothing was evaluated: no ground-truth {pixel} outside the ignore label, so the scores "
                 "above are the empty-mask convention (1 = absent from truth and prediction), not a measurement"
             )
         elif unevaluated:
-            lines.append(f"{unevaluated} image(s) had no evaluated pixel (all ignore) and count as both-empty")
+            lines.append(
+                f"{unevaluated} {image}(s) had no evaluated {pixel} (all ignore) and count as both-empty"
+            )
         notes = []
         for cname, e in report["per_class"].items():
             parts = []
             if e["images_both_empty"]:
-                parts.append(f"absent from truth and prediction in {e['images_both_empty']} image(s), not averaged")
+                parts.append(
+                    f"absent from truth and prediction in {e['images_both_empty']} {image}(s), not averaged"
+                )
             if e["images_missed"]:
-                parts.append(f"missed in {e['images_missed']} image(s)")
+                parts.append(f"missed in {e['images_missed']} {image}(s)")
             if e["images_false_positive"]:
-                parts.append(f"predicted but absent in {e['images_false_positive']} image(s)")
+                parts.append(f"predicted but absent in {e['images_false_positive']} {image}(s)")
             if parts:
                 notes.append(f"  {cname}: " + "; ".join(parts))
         if notes:
             lines.append(
-                "empty masks (one-sided: Dice 0, HD95/ASSD = image diagonal; both empty: not averaged):"
+                f"empty masks (one-sided: Dice 0, HD95/ASSD = {image} diagonal; both empty: not averaged):"
             )
             lines.extend(notes)
         return "\n".join(lines) + "\n"
@@ -675,15 +944,25 @@ class SegmentationEvaluator:
         _atomic_write(path, buffer.getvalue())
 
     def write_per_image_csv(self, path: str | os.PathLike) -> None:
-        """Write one row per image: name, file name, pixel accuracy, then Dice/IoU/HD95/ASSD per class."""
-        columns = ["index", "name", "filename", "pixel_accuracy"]
+        """Write one row per image: name, file name, pixel accuracy, then Dice/IoU/HD95/ASSD per class.
+
+        Volumes: one row per volume, with its voxel size in ``spacing_z``,
+        ``spacing_y``, ``spacing_x`` (mm, or voxels when none was given) after
+        the file name.
+        """
+        volumes = self._volumes
+        columns = ["index", "name", "filename"]
+        columns += ["spacing_z", "spacing_y", "spacing_x"] if volumes else []
+        columns += ["pixel_accuracy"]
         for metric in ("dice", "iou", "hd95", "assd"):
             columns += [f"{metric}_{c}" for c in self.class_names]
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(columns)
         for r in self.per_image:
-            row = [r["index"], r["name"] or "", r.get("filename") or "", _csv_value(r["pixel_accuracy"])]
+            row = [r["index"], r["name"] or "", r.get("filename") or ""]
+            row += [_csv_value(float(v)) for v in r["spacing"]] if volumes else []
+            row += [_csv_value(r["pixel_accuracy"])]
             for metric in ("dice", "iou", "hd95", "assd"):
                 row += [_csv_value(r[metric][c]) for c in self.class_names]
             writer.writerow(row)

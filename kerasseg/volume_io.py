@@ -173,6 +173,23 @@ def _extension(path: str | os.PathLike) -> str | None:
     return next((ext for ext in VOLUME_EXTENSIONS if name.endswith(ext) and len(name) > len(ext)), None)
 
 
+_IMAGE_IO = {".nii.gz": "NiftiImageIO", ".nii": "NiftiImageIO", ".nrrd": "NrrdImageIO", ".nhdr": "NrrdImageIO",
+             ".mha": "MetaImageIO", ".mhd": "MetaImageIO"}
+"""The ITK reader/writer of each extension, named so ITK need not guess it from the (case-sensitive) name."""
+
+
+def _image_io(path: str) -> str:
+    """The ITK ImageIO for ``path``; a NIfTI name in mixed case (``.Nii.Gz``) is refused (the NIfTI
+    library reads only ``.nii``/``.nii.gz`` in one case)."""
+    ext = _extension(path)
+    if ext is None:
+        raise VolumeError(path, f"not a volume file: expected {', '.join(VOLUME_EXTENSIONS)} or a DICOM series folder")
+    suffix = os.fspath(path)[-len(ext):]
+    if ext.startswith(".nii") and suffix not in (ext, ext.upper()):
+        raise VolumeError(path, f"the NIfTI library reads {ext} or {ext.upper()}, not {suffix}: rename the file")
+    return _IMAGE_IO[ext]
+
+
 def is_volume_path(path: str | os.PathLike) -> bool:
     """True when the file name ends with one of :data:`VOLUME_EXTENSIONS` (the file is not opened)."""
     return _extension(path) is not None
@@ -347,6 +364,7 @@ def read_volume_info(path: str | os.PathLike, *, max_voxels: int | None = None) 
         raise VolumeError(path, f"not a volume file: expected {', '.join(VOLUME_EXTENSIONS)} or a DICOM series "
                           "folder")
     reader = sitk.ImageFileReader()
+    reader.SetImageIO(_image_io(path))
     reader.SetFileName(path)
     try:
         with _quiet_itk():
@@ -398,6 +416,7 @@ def read_volume(path: str | os.PathLike, *, max_voxels: int | None = None) -> Vo
     else:
         _check_complete(path)
         reader = sitk.ImageFileReader()
+        reader.SetImageIO(_image_io(path))
         reader.SetFileName(path)
     try:
         with _quiet_itk():
@@ -732,10 +751,14 @@ def write_volume(path: str | os.PathLike, labels: Any, *, like: Volume | VolumeI
     image.SetSpacing(tuple(float(s) for s in reversed(like.spacing)))
     image.SetOrigin(tuple(float(v) for v in like.origin))
     image.SetDirection(tuple(float(v) for v in like.direction))
-    stem = strip_volume_extension(os.path.basename(path))
-    tmp = os.path.join(folder, f".{stem}.tmp-{os.getpid()}-{secrets.token_hex(4)}{ext}")
+    stem = strip_volume_extension(os.path.basename(path))[:100]  # any name the folder takes stays writable
+    tmp = os.path.join(folder, f".{stem}.tmp-{os.getpid()}-{secrets.token_hex(4)}{ext}")  # ext is lower case
+    writer = sitk.ImageFileWriter()
+    writer.SetImageIO(_image_io(path))
+    writer.SetFileName(tmp)
+    writer.SetUseCompression(compress)
     try:
-        sitk.WriteImage(image, tmp, useCompression=compress)
+        writer.Execute(image)
         os.replace(tmp, path)
     except (RuntimeError, OSError) as e:
         with contextlib.suppress(OSError):

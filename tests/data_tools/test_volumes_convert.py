@@ -168,6 +168,15 @@ def test_image_without_label_stop_and_skip(tmp_path):
     assert report.num_examples == 1 and "no label volume" in report.skipped[0].message
 
 
+def test_two_label_files_for_one_image_are_refused(tmp_path):
+    make_case(tmp_path, "a")
+    make_case(tmp_path, "b", ext=".nrrd")
+    write(tmp_path / "labels" / "a.mha", np.zeros((6, 9, 7), np.uint8))
+    with pytest.raises(AnnotationError, match=r"several label volumes.*a\.mha") as info:
+        convert(tmp_path)
+    assert info.value.path.endswith("a.nii.gz")
+
+
 def test_nan_voxels_truncated_file_and_4d_are_refused(tmp_path):
     make_case(tmp_path, "good")
     nan = np.zeros((4, 5, 6), np.float32)
