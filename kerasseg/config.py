@@ -116,7 +116,13 @@ class DataConfig:
     Attributes:
         path: folder of a converted dataset (``dataset.json`` + TFRecord shards).
         train_split, val_split: split names inside that folder.
-        image_size: ``[height, width]`` the pipeline resizes/crops to.
+        image_size: ``[height, width]`` the pipeline resizes/crops to; for a
+            volume dataset ``[depth, height, width]``, the training patch size
+            (volumes always train on random patches and are inferred with a
+            sliding window of that size).
+        spacing: volumes only: ``[z, y, x]`` voxel size in mm every volume is
+            resampled to (image linear, labels nearest) for training and
+            inference; ``null`` keeps each volume's own grid.
         normalization: intensity normalization dict (``kerasseg.data`` contract),
             e.g. ``{method: zscore}`` or ``{method: dataset}``; resolved against
             ``dataset.json`` and stored with the model.
@@ -125,7 +131,9 @@ class DataConfig:
             labelled pixel), ``center_crop`` or ``pad``.
         augmentation: augmentation settings passed to ``kerasseg.data.load_dataset``
             (``AugmentConfig`` keys, e.g. ``{hflip: 0.5, elastic: 0.3}``); default
-            ``kerasseg.data.augment.RECOMMENDED_AUGMENTATION``, ``{}`` for none.
+            ``kerasseg.data.augment.RECOMMENDED_AUGMENTATION``, ``{}`` for none;
+            for volumes ``Augment3DConfig`` keys, and the 2D default means
+            ``kerasseg.data.augment3d.RECOMMENDED_AUGMENTATION_3D``.
         preprocess: classical preprocessing steps run before caching
             (``kerasseg.data.classical``), e.g. ``[{name: median, size: 3}]``.
         class_weights: ``false`` (all 1), ``true``/``median_frequency``
@@ -139,6 +147,7 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "val"
     image_size: list = dataclasses.field(default_factory=lambda: [256, 256])
+    spacing: Union[list, None] = None
     normalization: dict = dataclasses.field(default_factory=lambda: {"method": "zscore"})
     geometry: str = "resize"
     foreground_fraction: float = 0.5
@@ -295,10 +304,20 @@ class Config:
         size = self.data.image_size
         if (
             not isinstance(size, list)
-            or len(size) != 2
+            or len(size) not in (2, 3)
             or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
         ):
-            raise ConfigError(f"data.image_size must be [height, width] positive ints, got {size!r}")
+            raise ConfigError(f"data.image_size must be [height, width] (volumes: [depth, height, width]) "
+                              f"positive ints, got {size!r}")
+        spacing = self.data.spacing
+        if spacing is not None and not (
+            isinstance(spacing, list) and len(spacing) == 3
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+                    for v in spacing)
+        ):
+            raise ConfigError(f"data.spacing must be null or [z, y, x] positive numbers (mm), got {spacing!r}")
+        if spacing is not None and len(size) != 3:
+            raise ConfigError("data.spacing is for volumes: set data.image_size to a [depth, height, width] patch")
         cw = self.data.class_weights
         if not (
             isinstance(cw, bool)
@@ -364,7 +383,10 @@ class Config:
         except NormalizationError as e:
             raise ConfigError(f"data.normalization: {e}") from None
         try:
-            AugmentConfig.from_dict(self.data.augmentation)
+            if len(self.data.image_size) == 3:
+                volume_augmentation(self.data.augmentation)
+            else:
+                AugmentConfig.from_dict(self.data.augmentation)
         except (TypeError, ValueError) as e:
             raise ConfigError(f"data.augmentation: {e}") from None
         for key, names in {"momentum": ("sgd",), "nesterov": ("sgd",)}.items():
@@ -385,6 +407,17 @@ class Config:
             CRFParams.from_dict(self.crf, origin="crf")
         except CRFConfigError as e:
             raise ConfigError(str(e)) from e
+
+
+def volume_augmentation(setting: Mapping[str, Any]) -> Any:
+    """The ``Augment3DConfig`` of a volume run's ``data.augmentation`` (the 2D default
+    means the recommended 3D set; ``{}`` none)."""
+    from kerasseg.data.augment import RECOMMENDED_AUGMENTATION
+    from kerasseg.data.augment3d import RECOMMENDED_AUGMENTATION_3D, Augment3DConfig
+
+    if dict(setting) == dict(RECOMMENDED_AUGMENTATION):
+        setting = RECOMMENDED_AUGMENTATION_3D
+    return Augment3DConfig.from_dict(dict(setting))
 
 
 def _check_finite(key: str, value: Any, *, positive: bool = False) -> None:

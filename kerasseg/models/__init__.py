@@ -31,7 +31,7 @@ import importlib
 from typing import Any
 
 from kerasseg.models.errors import ModelConfigError
-from kerasseg.models.registry import available, build, get_builder, paper
+from kerasseg.models.registry import available, build, get_builder, paper, spatial_dims
 
 _LAZY = {
     "build_unet": "kerasseg.models.unet",
@@ -47,7 +47,7 @@ _LAZY = {
     "load_model": "kerasseg.models.utils",
 }
 
-__all__ = ["ModelConfigError", "available", "build", "get_builder", "paper", *_LAZY]
+__all__ = ["ModelConfigError", "available", "build", "get_builder", "paper", "spatial_dims", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -20,6 +20,15 @@ _REGISTRY: dict[str, tuple[str, str, str]] = {
 }
 
 
+VOLUME_MODELS = ("unet3d",)
+"""Registered models that take volumes ``(B, D, H, W, C)``; the others take images."""
+
+
+def spatial_dims(name: str) -> int:
+    """3 for a volume model (``unet3d``), 2 for an image model."""
+    return 3 if _check_name(name) in VOLUME_MODELS else 2
+
+
 def available() -> list[str]:
     """Names accepted by :func:`build`, e.g. ``["unet", "attention_unet", ...]``."""
     return list(_REGISTRY)

@@ -82,6 +82,12 @@ class Fingerprint:
     def min_side(self) -> int:
         return int(min(self.height["min"], self.width["min"]))
 
+    def summary(self) -> str:
+        """One line for the head of the plan's YAML."""
+        height, width = self.median_size
+        return (f"median size {height}x{width}, {self.channels} channel(s), {self.image_dtype}, "
+                + ", ".join(f"{c.name} {100 * c.pixel_fraction:.1f} %" for c in self.classes))
+
     def foreground_stats(self) -> list[ClassStats]:
         return [self.classes[i] for i in self.foreground_classes]
 

@@ -13,6 +13,7 @@ import yaml
 from kerasseg.config import Config, from_dict, to_dict
 from kerasseg.planning.fingerprint import Fingerprint, fingerprint_dataset
 from kerasseg.planning.hardware import Hardware, detect_hardware
+from kerasseg.planning.volume_rules import VolumeFingerprint, draft_volume, volume_fingerprint
 from kerasseg.planning.rules import (
     Decision,
     PlanError,
@@ -31,7 +32,7 @@ class Plan:
 
     config: Config
     decisions: list[Decision]
-    fingerprint: Fingerprint
+    fingerprint: Fingerprint | VolumeFingerprint
     hardware: Hardware
     budget_minutes: float
     timing: dict[str, float] | None
@@ -72,8 +73,7 @@ class Plan:
             f"# Training plan for {fp.dataset}, written by `kerasseg plan` on {self.created}",
             f"# for {self.hardware.description}; budget {self.budget_minutes:g} min of training.",
             f"# Fingerprint ({fp.examples_measured} of {fp.splits.get(fp.split, 0)} {fp.split!r} examples): "
-            f"median size {fp.median_size[0]}x{fp.median_size[1]}, {fp.channels} channel(s), {fp.image_dtype}, "
-            + ", ".join(f"{c.name} {100 * c.pixel_fraction:.1f} %" for c in fp.classes) + ".",
+            f"{fp.summary()}.",
             "# Train with: kerasseg train THIS_FILE   (edit freely; every key is documented in the README)",
         ]
         out = head[:]
@@ -128,7 +128,8 @@ def make_plan(dataset_dir: str, *, budget_minutes: float = DEFAULT_BUDGET_MINUTE
     """Plan a training run on the converted dataset ``dataset_dir``.
 
     Args:
-        dataset_dir: a converted 2D dataset with a ``train`` split.
+        dataset_dir: a converted dataset (2D, or volumes: :mod:`kerasseg.planning.volume_rules`)
+            with a ``train`` split.
         budget_minutes: minutes of training the plan should fill on this machine.
         model: architecture (default U-Net); see :data:`kerasseg.planning.PLANNABLE_MODELS`.
         run_dir: run folder written into the config (default ``runs/<dataset>_<model>``).
@@ -154,18 +155,29 @@ def make_plan(dataset_dir: str, *, budget_minutes: float = DEFAULT_BUDGET_MINUTE
                         "convert with --split train=0.8,val=0.2")
     if log:
         log(f"fingerprinting {dataset_dir} ...")
-    fp = fingerprint_dataset(dataset_dir, split="train", seed=seed)
     hw = detect_hardware(memory_gb=memory_gb)
-    name = model or "unet"
-    config, decisions = draft(fp, hw, model=model, dataset_dir=os.path.abspath(dataset_dir),
-                              run_dir=run_dir or default_run_dir(dataset_dir, name), val_split=val_split, seed=seed)
+    fp: Fingerprint | VolumeFingerprint
+    if info.is_volume:
+        fp = volume_fingerprint(info, os.path.abspath(dataset_dir))
+        name = model or "unet3d"
+        config, decisions = draft_volume(fp, hw, model=model, dataset_dir=os.path.abspath(dataset_dir),
+                                         run_dir=run_dir or default_run_dir(dataset_dir, name),
+                                         val_split=val_split, seed=seed)
+    else:
+        fp = fingerprint_dataset(dataset_dir, split="train", seed=seed)
+        name = model or "unet"
+        config, decisions = draft(fp, hw, model=model, dataset_dir=os.path.abspath(dataset_dir),
+                                  run_dir=run_dir or default_run_dir(dataset_dir, name), val_split=val_split,
+                                  seed=seed)
     per_example = activation_bytes(config, channels=info.channels, num_classes=info.num_classes)
     n_train = int(info.splits["train"])
-    batch, reason = choose_batch_size(per_example, hw, n_train=n_train)
+    batch, reason = choose_batch_size(per_example, hw, n_train=n_train, volumes=info.is_volume)
     config.training.batch_size = batch
     decisions.append(Decision("training.batch_size", batch, reason))
-    decisions.append(Decision("training.batchnorm_recalibration_steps", config.training.batchnorm_recalibration_steps,
-                              "batch-norm statistics re-estimated on training batches before each validation"))
+    if not info.is_volume:
+        decisions.append(Decision("training.batchnorm_recalibration_steps",
+                                  config.training.batchnorm_recalibration_steps,
+                                  "batch-norm statistics re-estimated on training batches before each validation"))
     timing = None
     if probe:
         measured = time_training(config, steps=probe_steps, log=log)

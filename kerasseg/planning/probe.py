@@ -38,15 +38,14 @@ def _output_elements(model: Any) -> int:
 
 
 def activation_bytes(config: Config, *, channels: int, num_classes: int) -> float:
-    """Training memory of one example at ``config.data.image_size``: every layer's output
+    """Training memory of one example (patch) at ``config.data.image_size``: every layer's output
     kept for the backward pass (value, gradient and a temporary, float32)."""
     import keras
 
     from kerasseg import models
 
-    height, width = config.data.image_size
-    model = models.build(config.model.name, input_shape=(height, width, channels), num_classes=num_classes,
-                         **config.model.options)
+    model = models.build(config.model.name, input_shape=(*config.data.image_size, channels),
+                         num_classes=num_classes, **config.model.options)
     try:
         return float(_output_elements(model) * _BYTES_PER_ACTIVATION)
     finally:

@@ -206,13 +206,16 @@ def draft(fp: Fingerprint, hw: Hardware, *, model: str | None, dataset_dir: str,
     return from_dict(values), d
 
 
-def choose_batch_size(per_example_bytes: float, hw: Hardware, *, n_train: int) -> tuple[int, str]:
-    """The batch: 4 on a CPU (time per image does not fall with larger batches there), 8 on a GPU,
-    lowered until half the device memory holds it, never above the training examples."""
-    target = 8 if hw.gpu else 4
+def choose_batch_size(per_example_bytes: float, hw: Hardware, *, n_train: int,
+                      volumes: bool = False) -> tuple[int, str]:
+    """The batch: 4 on a CPU (time per image does not fall with larger batches there), 8 on a GPU
+    (volumes: 2, as nnU-Net), lowered until half the device memory holds it, never above the
+    training examples."""
+    target = 2 if volumes else (8 if hw.gpu else 4)
     fits = max(1, int(0.5 * hw.memory_bytes // max(per_example_bytes, 1.0)))
     batch = max(1, min(target, fits, n_train))
-    reason = (f"{'8 on a GPU' if hw.gpu else '4 on a CPU'}; one example needs about "
+    said = "2 volume patches" if volumes else ("8 on a GPU" if hw.gpu else "4 on a CPU")
+    reason = (f"{said}; one example needs about "
               f"{per_example_bytes / 2**20:.0f} MiB of activations in training, "
               f"{fits} fit in half of {hw.memory_bytes / 2**30:.1f} GiB")
     if batch < target:
