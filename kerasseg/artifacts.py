@@ -22,7 +22,15 @@ key                 meaning
 ``crf``             dense-CRF parameters of the run
 ``dataset``         the dataset folder trained on
 ``monitor``         the validation metric that chose ``best.keras``
+``dimensions``      2 (images) or 3 (volumes; version 3 files only)
+``volume``          volumes only: ``patch_size`` ``[D, H, W]`` of training,
+                    ``spacing`` ``[z, y, x]`` mm the model was trained at
+                    (``null``: each volume's own grid), ``overlap`` of the
+                    sliding window (:class:`VolumeGeometry`)
 ==================  ==========================================================
+
+Version 3 is written for volume models only (an older kerasseg then refuses
+them instead of running them as 2D models); 2D models are still version 2.
 
 Files of version 1 (no ``version`` key, ``input_channels`` beside
 ``channels``, no ``geometry``) are read too: their models ran on images larger
@@ -41,7 +49,57 @@ from kerasseg.errors import ArtifactError
 from kerasseg.predict_graph import InferenceGeometry
 
 MODEL_INFO_FILENAME = "model_info.json"
-MODEL_INFO_VERSION = 2
+MODEL_INFO_VERSION = 3
+"""Newest version read; 2D models are written as version 2, volume models as 3."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VolumeGeometry:
+    """How a volume model is applied to a whole volume: a Gaussian-weighted sliding window.
+
+    Attributes:
+        patch_size: ``(D, H, W)`` window, the training patch size.
+        spacing: ``(z, y, x)`` mm the model was trained at; volumes are resampled
+            to it and back (``None``: no resampling).
+        overlap: fraction of a window shared with its neighbour, in ``[0, 1)``.
+    """
+
+    patch_size: tuple[int, int, int]
+    spacing: tuple[float, float, float] | None = None
+    overlap: float = 0.5
+
+    def __post_init__(self) -> None:
+        size = tuple(int(v) for v in self.patch_size)
+        if len(size) != 3 or min(size) < 1:
+            raise ValueError(f"volume patch_size must be 3 positive ints, got {self.patch_size!r}")
+        object.__setattr__(self, "patch_size", size)
+        if self.spacing is not None:
+            spacing = tuple(float(v) for v in self.spacing)
+            if len(spacing) != 3 or min(spacing) <= 0:
+                raise ValueError(f"volume spacing must be 3 positive numbers (mm), got {self.spacing!r}")
+            object.__setattr__(self, "spacing", spacing)
+        if not 0.0 <= float(self.overlap) < 1.0:
+            raise ValueError(f"volume overlap must be in [0, 1), got {self.overlap!r}")
+        object.__setattr__(self, "overlap", float(self.overlap))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "VolumeGeometry":
+        unknown = set(data) - {"patch_size", "spacing", "overlap"}
+        if unknown:
+            raise ValueError(f"unknown volume key(s) {sorted(unknown)}")
+        if "patch_size" not in data:
+            raise ValueError("volume needs patch_size")
+        return cls(patch_size=tuple(data["patch_size"]), spacing=data.get("spacing"),
+                   overlap=float(data.get("overlap", 0.5)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"patch_size": list(self.patch_size),
+                "spacing": list(self.spacing) if self.spacing is not None else None, "overlap": self.overlap}
+
+    def describe(self) -> str:
+        where = ("at {:g}x{:g}x{:g} mm".format(*self.spacing) if self.spacing else "at each volume's own spacing")
+        d, h, w = self.patch_size
+        return f"{d}x{h}x{w} sliding window {where}, overlap {self.overlap:g}, Gaussian-weighted"
 
 
 @dataclasses.dataclass
@@ -52,24 +110,30 @@ class ModelInfo:
     normalization: dict | None = None
     channels: int | None = None
     image_dtype: str = "uint8"
-    image_size: tuple[int, int] | None = None
+    image_size: tuple[int, ...] | None = None
     geometry: InferenceGeometry = dataclasses.field(default_factory=InferenceGeometry)
     ignore_index: int = 255
     model: str = ""
     crf: dict = dataclasses.field(default_factory=dict)
     dataset: str = ""
     monitor: str = ""
+    volume: VolumeGeometry | None = None
     extra: dict = dataclasses.field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def dimensions(self) -> int:
+        """3 for a volume model, else 2."""
+        return 3 if self.volume is not None else 2
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-serializable form (what :meth:`write` stores)."""
         out = dict(self.extra)
         out.update({
-            "version": MODEL_INFO_VERSION,
+            "version": 3 if self.volume is not None else 2,
             "class_names": list(self.class_names),
             "num_classes": self.num_classes,
             "normalization": self.normalization,
@@ -83,6 +147,9 @@ class ModelInfo:
             "dataset": self.dataset,
             "monitor": self.monitor,
         })
+        if self.volume is not None:
+            out["dimensions"] = 3
+            out["volume"] = self.volume.to_dict()
         return out
 
     @classmethod
@@ -100,7 +167,7 @@ class ModelInfo:
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise ArtifactError(f"{origin}: class_names must be a list of strings, got {names!r}")
         size = data.get("image_size")
-        image_size = tuple(int(v) for v in size) if size else None
+        image_size = tuple(int(v) for v in size) if size else None  # (D, H, W) for volume models
         try:
             if data.get("geometry"):
                 geometry = InferenceGeometry.from_dict(data["geometry"])
@@ -111,8 +178,15 @@ class ModelInfo:
         except (TypeError, ValueError) as e:
             raise ArtifactError(f"{origin}: geometry: {e}") from None
         channels = data.get("channels", data.get("input_channels"))
+        volume = None
+        if data.get("dimensions", 2) == 3 or data.get("volume"):
+            try:
+                volume = VolumeGeometry.from_dict(data.get("volume") or {})
+            except (TypeError, ValueError) as e:
+                raise ArtifactError(f"{origin}: volume: {e}") from None
         known = {"version", "class_names", "num_classes", "normalization", "channels", "input_channels",
-                 "image_dtype", "image_size", "geometry", "ignore_index", "model", "crf", "dataset", "monitor"}
+                 "image_dtype", "image_size", "geometry", "ignore_index", "model", "crf", "dataset", "monitor",
+                 "dimensions", "volume"}
         return cls(
             class_names=list(names),
             normalization=data.get("normalization"),
@@ -125,6 +199,7 @@ class ModelInfo:
             crf=dict(data.get("crf") or {}),
             dataset=str(data.get("dataset", "")),
             monitor=str(data.get("monitor", "")),
+            volume=volume,
             extra={k: v for k, v in data.items() if k not in known},
         )
 
@@ -322,6 +397,7 @@ __all__ = [
     "MODEL_INFO_VERSION",
     "ArtifactError",
     "ModelInfo",
+    "VolumeGeometry",
     "model_info_path",
     "read_model_info",
     "load_model",

@@ -12,6 +12,10 @@ reaching it (:mod:`kerasseg.curves_auc`), with the mean AUCs over the
 foreground classes. Per-image records carry the example's ``name`` (its source
 id) and ``filename``. Writes the report as JSON (``--report``, default
 ``<model folder>/evaluation_<split>.json``) and CSV beside it.
+
+For a volume model on a volume dataset every volume is predicted with the
+sliding window at its stored grid, and HD95/ASSD are in mm from each volume's
+spacing (:mod:`kerasseg.commands._volumes`); the per-image CSV has one row per volume.
 """
 
 from __future__ import annotations
@@ -50,6 +54,16 @@ def run(args: argparse.Namespace) -> int:
     from kerasseg import inference
 
     loaded, info, class_names = open_model_and_split(args.model, args.data, args.split, normalization)
+    if loaded.info is not None and loaded.info.volume is not None:
+        from kerasseg.commands import _volumes
+
+        report_path = args.report or os.path.join(os.path.dirname(os.path.abspath(args.model)),
+                                                  f"evaluation_{args.split}{'_tta' if args.tta else ''}.json")
+        return _volumes.evaluate(args, loaded, info, class_names, report_path,
+                                 args.csv or os.path.splitext(report_path)[0] + ".csv")
+    if info.is_volume:
+        raise CommandError(f"{args.data} holds volumes but {args.model} is a 2D model (no volume section in "
+                           "its model_info.json)")
     loaded.geometry = geometry_for(loaded, args.tile, args.overlap)
     params = None
     if args.crf or loaded.crf.get("enabled"):

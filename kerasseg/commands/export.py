@@ -132,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
         loaded = inference.load_for_inference(args.model, normalization=normalization, class_names=class_names)
     except inference.InferenceError as e:
         raise CommandError(str(e)) from None
+    if loaded.info is not None and loaded.info.volume is not None:
+        return _export_volume(args, loaded)
     stored_channels = loaded.info.channels if loaded.info else None
     model_channels = inference.model_input_channels(loaded.model)
     if stored_channels is not None and model_channels is not None and int(stored_channels) != model_channels:
@@ -185,6 +187,28 @@ def run(args: argparse.Namespace) -> int:
               f"float32 {100 * t['mask_agreement_float32']:.2f}%, "
               f"dynamic range {100 * t['mask_agreement_dynamic_range']:.2f}%")
     print(f"  serve: tensorflow_model_server --model_base_path={os.path.abspath(args.out)} --rest_api_port=8501")
+    return 0
+
+
+def _export_volume(args: argparse.Namespace, loaded) -> int:
+    from kerasseg.commands import _volumes
+    from kerasseg.export import ExportError
+
+    for flag, given in (("--tflite", args.tflite), ("--crf", args.crf or args.crf_params),
+                        ("--size-divisor", args.size_divisor), ("--max-pixels", args.max_pixels),
+                        ("--from-logits", args.from_logits)):
+        if given:
+            raise CommandError(f"{flag} is for 2D models; {args.model} is a volume model")
+    args.export_dir = args.out
+    try:
+        path = _volumes.export(args, loaded)
+    except ExportError as e:
+        raise CommandError(str(e)) from None
+    geometry = loaded.info.volume
+    print(f"exported {args.model} -> {path}")
+    print(f"  classes: {', '.join(loaded.class_names)}; {geometry.describe()}; "
+          f"normalization: {json.dumps(loaded.normalization, sort_keys=True)}")
+    print("  signatures: serving_default (float32 volume + spacing), serving_int16, metadata")
     return 0
 
 

@@ -17,6 +17,12 @@ scale and ``--tile 0`` the whole image at once.
 Channels: a grayscale image is repeated for an RGB model, and an RGB image whose
 channels are all equal is used as grayscale; a colour image for a grayscale
 model is an error.
+
+A volume model (trained on volumes) takes volume files (NIfTI ``.nii``/``.nii.gz``,
+NRRD, MHA/MHD), DICOM series folders or folders of them, and writes
+``DIR/<case>_mask.nii.gz`` (``--format nifti|nrrd|mha``) with the input's
+spacing, origin and direction; ``--overlay`` draws the middle slice and
+``--probabilities`` writes ``<case>_prob.npy`` ``(D, H, W, K)``.
 """
 
 from __future__ import annotations
@@ -37,12 +43,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--probabilities", action="store_true", help="also write class probabilities")
     parser.add_argument("--probabilities-format", choices=("npy", "png"), default="npy",
                         help="npy: one float32 (H,W,K) array; png: one 16-bit PNG per class")
+    parser.add_argument("--format", choices=("nifti", "nrrd", "mha"), default="nifti",
+                        help="volume models: mask file format, written with the input's spacing, origin and "
+                        "direction (default nifti: <case>_mask.nii.gz)")
 
 
 def run(args: argparse.Namespace) -> int:
     normalization = parse_normalization(args.normalization)
 
     from kerasseg import inference
+    from kerasseg.commands import _volumes
+
+    if _volumes.is_volume_model(args.model):
+        try:
+            loaded = inference.load_for_inference(args.model, normalization=normalization)
+        except inference.InferenceError as e:
+            raise CommandError(str(e)) from None
+        return _volumes.predict(args, loaded)
 
     try:
         paths = inference.list_images(args.inputs)

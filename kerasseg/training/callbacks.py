@@ -89,8 +89,11 @@ class FullImageValidation(keras.callbacks.Callback):
 
     Args:
         examples: callable returning an iterable of ``(image, mask)`` numpy
-            pairs (stored ``(H, W, C)`` image, ``(H, W)`` labels with 255 = ignore).
-        predictor: callable mapping one raw image to ``(H, W, K)`` probabilities.
+            pairs (stored ``(H, W, C)`` image, ``(H, W)`` labels with 255 = ignore),
+            or ``(image, mask, context)`` where ``context`` holds keyword
+            arguments for the predictor (a volume's ``spacing``).
+        predictor: callable mapping one raw image (volume) to ``(H, W, K)``
+            (``(D, H, W, K)``) probabilities.
         class_names: one name per class.
         loss_fn: the training loss (``y_true, y_pred, sample_weight``), or ``None``.
         ignore_index: ignored label in the masks.
@@ -117,10 +120,12 @@ class FullImageValidation(keras.callbacks.Callback):
         evaluator = SegmentationEvaluator(len(self.class_names), self.class_names, surface_metrics=False,
                                           ignore_index=self.ignore_index)
         losses = []
-        for index, (image, mask) in enumerate(self.examples()):
+        for index, example in enumerate(self.examples()):
             if self.limit is not None and index >= self.limit:
                 break
-            probs = np.asarray(self.predictor(image), np.float32)
+            image, mask = example[0], example[1]
+            context = example[2] if len(example) > 2 else {}  # e.g. a volume's spacing
+            probs = np.asarray(self.predictor(image, **context), np.float32)
             evaluator.update(mask, probs)
             if self.loss_fn is not None:
                 valid = mask != self.ignore_index

@@ -12,24 +12,38 @@ _VALIDATION_CACHE_BYTES = 1 << 30
 
 def training_dataset(config: Any, *, batch_size: int, normalization: dict, class_weights: Any,
                      seed: int, strategy: Any = None, include_metadata: bool = False) -> Any:
-    """The augmented, shuffled, repeated training stream of ``config.data.train_split``
-    (``include_metadata``: batches are dicts with ``source_id`` too, as ``kerasseg data show`` draws them)."""
+    """The augmented, shuffled, repeated training stream of ``config.data.train_split``: images, or
+    random patches for a volume dataset (``include_metadata``: batches are dicts with ``source_id``
+    too, as ``kerasseg data show`` draws them)."""
     from kerasseg.data import load_dataset
-    from kerasseg.schema import split_files
+    from kerasseg.schema import read_dataset_info, split_files
 
     shuffle = config.data.shuffle_buffer if config.data.shuffle_buffer > 0 else False
-    dataset = load_dataset(
+    if read_dataset_info(config.data.path).is_volume:
+        from kerasseg.training.volumes import volume_training_dataset
+
+        dataset = volume_training_dataset(config, batch_size=batch_size, normalization=normalization,
+                                          class_weights=class_weights, seed=seed, include_metadata=include_metadata)
+    else:
+        dataset = _image_dataset(config, load_dataset, batch_size=batch_size, normalization=normalization,
+                                 class_weights=class_weights, seed=seed, shuffle=shuffle,
+                                 include_metadata=include_metadata)
+    if strategy is None:
+        return dataset
+    return distribute.apply_sharding(
+        dataset, num_files=len(split_files(config.data.path, config.data.train_split)), strategy=strategy
+    )
+
+
+def _image_dataset(config: Any, load_dataset: Any, *, batch_size: int, normalization: dict, class_weights: Any,
+                   seed: int, shuffle: Any, include_metadata: bool) -> Any:
+    return load_dataset(
         config.data.path, config.data.train_split, image_size=tuple(config.data.image_size),
         batch_size=batch_size, geometry=config.data.geometry,
         foreground_fraction=config.data.foreground_fraction,
         augment=config.data.augmentation or None, preprocess=config.data.preprocess or None,
         normalization=normalization, cache=config.data.cache, shuffle=shuffle, repeat=True,
         seed=seed, class_weights=class_weights, drop_remainder=True, include_metadata=include_metadata,
-    )
-    if strategy is None:
-        return dataset
-    return distribute.apply_sharding(
-        dataset, num_files=len(split_files(config.data.path, config.data.train_split)), strategy=strategy
     )
 
 

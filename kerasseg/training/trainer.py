@@ -81,8 +81,9 @@ class _Run:
     has_val: bool
     val_limit: int | None
     monitor: str
-    geometry: Any
+    geometry: Any  # InferenceGeometry, or artifacts.VolumeGeometry for volumes
     resuming: bool
+    volume: bool = False
 
 
 def _log(message: str, chief: bool = True) -> None:
@@ -164,6 +165,9 @@ def _prepare(config: Config, strategy: Any) -> _Run:
     _check_model_options(config)
     info = read_dataset_info(config.data.path)
     from kerasseg import losses
+    from kerasseg.training.volumes import check_volume_run
+
+    check_volume_run(config, info)
 
     losses.get(loss_spec(config), num_classes=info.num_classes)  # LossSpecError before anything is written
     if config.data.train_split not in info.splits:
@@ -201,13 +205,18 @@ def _prepare(config: Config, strategy: Any) -> _Run:
     resuming = os.path.isdir(os.path.join(run_dir, files.BACKUP_DIRNAME))
     if resuming:
         _check_resume(config, run_dir)
+    if info.is_volume:
+        from kerasseg.artifacts import VolumeGeometry
+
+        geometry = VolumeGeometry(patch_size=tuple(config.data.image_size), spacing=config.data.spacing)
+    else:
+        geometry = InferenceGeometry.from_training(config.data.geometry, config.data.image_size)
     return _Run(
         config=config, strategy=strategy, chief=distribute.is_chief(strategy), run_dir=run_dir,
         out_dir=distribute.write_dir(run_dir, strategy), info=info, normalization=normalization,
         class_weights=class_weights, global_batch=global_batch, replicas=replicas, steps=steps,
-        has_val=has_val, val_limit=val_limit, monitor=monitor,
-        geometry=InferenceGeometry.from_training(config.data.geometry, config.data.image_size),
-        resuming=resuming,
+        has_val=has_val, val_limit=val_limit, monitor=monitor, geometry=geometry, resuming=resuming,
+        volume=info.is_volume,
     )
 
 
@@ -232,8 +241,14 @@ def build_model(config: Config, info: Any) -> Any:
     """The model of ``config`` for ``info``'s channels and classes (dynamic input size when possible)."""
     from kerasseg import models
 
-    height, width = config.data.image_size
     options = dict(config.model.options)
+    if getattr(info, "is_volume", False):
+        try:
+            return models.build(config.model.name, input_shape=(None, None, None, info.channels),
+                                num_classes=info.num_classes, **options)
+        except ValueError as e:
+            raise TrainingError(f"model {config.model.name!r}: {e}") from None
+    height, width = config.data.image_size
     try:
         return models.build(config.model.name, input_shape=(None, None, info.channels),
                             num_classes=info.num_classes, **options)
@@ -249,12 +264,15 @@ def build_model(config: Config, info: Any) -> Any:
 def _model_info(run: _Run, model: Any) -> Any:
     from kerasseg.artifacts import ModelInfo, fit_geometry_to_model
     from kerasseg.postprocess import CRFParams
+    from kerasseg.predict_graph import InferenceGeometry
 
     config, info = run.config, run.info
+    volume = run.geometry if run.volume else None
+    geometry = InferenceGeometry() if run.volume else fit_geometry_to_model(run.geometry, model)
     return ModelInfo(
         class_names=list(info.class_names), normalization=run.normalization, channels=info.channels,
-        image_dtype=info.image_dtype, image_size=tuple(config.data.image_size),
-        geometry=fit_geometry_to_model(run.geometry, model), ignore_index=info.ignore_index,
+        image_dtype=info.image_dtype, image_size=tuple(config.data.image_size), volume=volume,
+        geometry=geometry, ignore_index=info.ignore_index,
         model=config.model.name, crf=CRFParams.from_dict(config.crf).to_dict(),
         dataset=os.path.abspath(config.data.path), monitor=run.monitor,
     )
@@ -274,7 +292,15 @@ def _callbacks(run: _Run, model: Any, loss_fn: Any, *, backup_dir: str | None, c
     out: list[Any] = []
     if recalibration is not None:
         out.append(recalibration)
-    if run.has_val:
+    if run.has_val and run.volume:
+        from kerasseg.training.volumes import volume_predictor, volume_validation_examples
+
+        out.append(cb.FullImageValidation(
+            volume_validation_examples(config.data.path, config.data.val_split, limit=run.val_limit),
+            volume_predictor(model, normalization=run.normalization, geometry=run.geometry),
+            class_names=list(run.info.class_names), loss_fn=loss_fn, ignore_index=run.info.ignore_index,
+        ))
+    elif run.has_val:
         from kerasseg.inference import Predictor
         from kerasseg.training.datasets import validation_examples
 
@@ -476,7 +502,8 @@ def fit(config: Config | Mapping[str, Any] | str | os.PathLike, *, overrides: Se
                 model = build_model(config, run.info)
             loss_fn = losses.get(loss_spec(config), num_classes=run.info.num_classes)
             model_info = _model_info(run, model)
-            _log(f"inference geometry: {model_info.geometry.describe()}", run.chief)
+            geometry = model_info.volume if model_info.volume is not None else model_info.geometry
+            _log(f"inference geometry: {geometry.describe()}", run.chief)
             initial_epoch, stopped = _run_phases(run, model, train_ds, loss_fn, model_info, list(callbacks))
         return _finish(run, model, initial_epoch, stopped, time.perf_counter() - started)
     finally:
