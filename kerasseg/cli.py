@@ -77,7 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0 if args.command is None else 2
     from kerasseg.tf_logging import import_tensorflow_quietly
+    from kerasseg.tf_runtime import prefer_onednn
 
+    prefer_onednn()
     import_tensorflow_quietly(verbose=args.verbose)
     try:
         return int(args._run(args) or 0)

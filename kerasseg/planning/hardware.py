@@ -17,12 +17,15 @@ class Hardware:
             does not report a GPU's total memory).
         cpu_cores: cores this process may run on.
         description: one line for the plan table.
+        cpu_bf16: the CPU computes bfloat16 natively (AVX512_BF16 or AMX-BF16); without
+            it ``mixed_bfloat16`` is emulated and several times slower than float32.
     """
 
     device: str
     memory_bytes: int
     cpu_cores: int
     description: str
+    cpu_bf16: bool = False
 
     @property
     def gpu(self) -> bool:
@@ -43,6 +46,19 @@ def _available_host_memory() -> int:
         return 4 << 30
 
 
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """True when the CPU flags list ``avx512_bf16`` or ``amx_bf16`` (Linux; ``False`` elsewhere)."""
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[-1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
 def detect_hardware(*, memory_gb: float | None = None) -> Hardware:
     """Describe this machine; ``memory_gb`` overrides the memory figure (e.g. a shared GPU)."""
     import tensorflow as tf
@@ -59,11 +75,13 @@ def detect_hardware(*, memory_gb: float | None = None) -> Hardware:
     else:
         device = "CPU"
         memory = _available_host_memory()
-        description = f"CPU only, {cores} core(s), {memory / 2**30:.1f} GiB available"
+        description = f"CPU only, {cores} core(s), {memory / 2**30:.1f} GiB available" + (
+            ", native bfloat16" if cpu_has_bf16() else "")
     if memory_gb is not None:
         memory = int(memory_gb * 2**30)
         description += f", planning for {memory_gb:g} GiB"
-    return Hardware(device=device, memory_bytes=int(memory), cpu_cores=int(cores), description=description)
+    return Hardware(device=device, memory_bytes=int(memory), cpu_cores=int(cores), description=description,
+                    cpu_bf16=cpu_has_bf16())
 
 
-__all__ = ["Hardware", "detect_hardware"]
+__all__ = ["Hardware", "cpu_has_bf16", "detect_hardware"]

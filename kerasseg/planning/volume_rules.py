@@ -186,9 +186,11 @@ def draft_volume(fp: VolumeFingerprint, hw: Hardware, *, model: str | None, data
         Decision("optimizer.name", "adam", "Adam trains a 3D U-Net from scratch reliably"),
         Decision("optimizer.learning_rate", 1e-3, "Adam's usual rate, with cosine decay"),
         Decision("schedule.name", "cosine", "cosine decay over the run"),
-        Decision("training.mixed_precision", False if hw.gpu else "mixed_bfloat16",
+        Decision("training.mixed_precision", "mixed_bfloat16" if hw.cpu_bf16 and not hw.gpu else False,
                  "float32 on GPU unless asked" if hw.gpu else
-                 "bfloat16 compute on CPU: a 3D U-Net step took 0.53 s instead of 0.78 s on this kind of machine"),
+                 "bfloat16 compute on a CPU with native bfloat16: a 3D U-Net step took 0.53 s instead of 0.78 s"
+                 if hw.cpu_bf16 else
+                 "float32: this CPU has no native bfloat16 (emulated, a 3D U-Net step took 17 s instead of 3.7 s)"),
         Decision("training.monitor", "val_foreground_dice" if val else "foreground_dice",
                  "mean Dice over the labelled classes picks best.keras"),
         Decision("training.batchnorm_recalibration_steps", 0, "instance norm keeps no running statistics"),
