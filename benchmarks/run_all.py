@@ -21,7 +21,7 @@ import time
 import traceback
 
 HERE = pathlib.Path(__file__).resolve().parent
-ORDER = ["convert", "pipeline", "models", "training", "crf", "tf_crf", "serving", "isbi"]
+ORDER = ["convert", "pipeline", "models", "training", "crf", "tf_crf", "serving", "isbi", "hippocampus"]
 
 GOALS = {
     "train_efficiency": (">=", 0.6),
@@ -32,6 +32,8 @@ GOALS = {
     "isbi_unet_mean_dice": (">=", 0.89),
     "isbi_segnet_mean_dice": (">=", 0.85),
     "isbi_deeplabv3plus_mean_dice": (">=", 0.85),
+    "hippocampus_anterior_dice": (">=", 0.87),
+    "hippocampus_posterior_dice": (">=", 0.85),
 }
 
 
@@ -91,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="ISBI folds to run (default: all 5; quick: fold 0)")
     parser.add_argument("--isbi-minutes", type=float, default=10.0,
                         help="training minutes per ISBI fold given to `kerasseg plan --budget-minutes`")
+    parser.add_argument("--hippocampus-minutes", type=float, default=8.0,
+                        help="training minutes per hippocampus fold given to `kerasseg plan --budget-minutes`")
     args = parser.parse_args(argv)
 
     results: dict[str, float] = {}
@@ -103,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             module = _load(name)
             if name == "isbi":
                 figures = module.run(quick=args.quick, folds=args.isbi_folds, minutes_per_fold=args.isbi_minutes)
+            elif name == "hippocampus":
+                figures = module.run(quick=args.quick, minutes_per_fold=args.hippocampus_minutes)
             else:
                 figures = module.run(quick=args.quick)
             results.update({k: (float(v) if isinstance(v, (int, float)) else v) for k, v in figures.items()})

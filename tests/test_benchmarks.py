@@ -27,6 +27,13 @@ ISBI_KEYS = [
     for figure in ("mean_dice", "membrane_dice", "pixel_error", "mean_dice_crf", "folds", "train_minutes")
 ]
 
+# and the hippocampus path (volumes2tfrecord, plan, train, evaluate, predict) at toy size
+HIPPOCAMPUS_KEYS = [
+    f"hippocampus_{figure}"
+    for figure in ("anterior_dice", "posterior_dice", "hd95_mm", "folds", "convert_volumes_per_s",
+                   "predict_largest_seconds", "predict_peak_rss_mb")
+]
+
 
 @pytest.mark.slow
 def test_quick_benchmarks_write_every_key(tmp_path):
@@ -37,7 +44,8 @@ def test_quick_benchmarks_write_every_key(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     figures = json.loads((tmp_path / "results.json").read_text())
-    expected = REQUIRED_KEYS + (ISBI_KEYS if (SHARED_DATA / "isbi2012_membrane").is_dir() else [])
+    expected = (REQUIRED_KEYS + (ISBI_KEYS if (SHARED_DATA / "isbi2012_membrane").is_dir() else [])
+                + (HIPPOCAMPUS_KEYS if (SHARED_DATA / "msd_hippocampus").is_dir() else []))
     missing = [key for key in expected if key not in figures]
     assert missing == []
     assert all(isinstance(figures[key], float) for key in expected)
