@@ -66,10 +66,11 @@ def test_shell_command_is_valid(words):
         for value in args:
             if value.startswith("configs/"):
                 assert (REPO_ROOT / value).is_file(), value
-    elif program in ("labelme2tfrecord", "masks2tfrecord"):
+    elif program in ("labelme2tfrecord", "masks2tfrecord", "volumes2tfrecord"):
         from data_tools import cli
 
-        parser = cli._labelme_parser() if program == "labelme2tfrecord" else cli._masks_parser()
+        parser = {"labelme2tfrecord": cli._labelme_parser, "masks2tfrecord": cli._masks_parser,
+                  "volumes2tfrecord": cli._volumes_parser}[program]()
         parser.parse_args(args)
     elif program == "pip":
         config = configparser.ConfigParser()
