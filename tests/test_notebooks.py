@@ -11,7 +11,7 @@ from kerasseg_testing import REPO_ROOT
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
 
 
-def test_the_five_notebooks_exist():
+def test_the_six_notebooks_exist():
     names = [p.stem for p in NOTEBOOKS]
     assert names == [
         "01_quickstart",
@@ -19,6 +19,7 @@ def test_the_five_notebooks_exist():
         "03_models_and_finetuning",
         "04_crf_and_export",
         "05_multi_gpu",
+        "06_volumes_3d",
     ]
 
 
