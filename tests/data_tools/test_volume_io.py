@@ -67,6 +67,17 @@ def hidden_files(folder) -> list[str]:
 SERIES_UID = "1.2.826.0.1.3680043.2.1125.7.1"
 
 
+@pytest.fixture(autouse=True)
+def _keep_locale():
+    """SimpleITK's DICOM writer (used here to make series) sets the C locale process-wide; undo it so
+    later tests keep UTF-8 text I/O."""
+    import locale
+
+    saved = locale.setlocale(locale.LC_ALL)
+    yield
+    locale.setlocale(locale.LC_ALL, saved)
+
+
 def write_dicom_series(folder, positions, names, *, orientation=(1, 0, 0, 0, 1, 0), shape=(3, 4),
                        pixel_spacing=(0.8, 0.7), uid: str = SERIES_UID) -> list[np.ndarray]:
     """One int16 DICOM file per slice, ``names[k]`` at ImagePositionPatient ``positions[k]``.
@@ -429,3 +440,16 @@ def test_real_msd_hippocampus_case(tmp_path):
     back = V.read_volume(V.write_volume(tmp_path / "hippocampus_003.nii.gz", mask, like=image))
     np.testing.assert_array_equal(back.voxels, mask)
     assert V.geometry_difference(back, image) is None
+
+
+def test_reading_a_dicom_series_keeps_the_process_locale(tmp_path):
+    import locale
+
+    start = locale.setlocale(locale.LC_ALL)
+    folder = tmp_path / "ct"
+    write_dicom_series(folder, [(0.0, 0.0, 2.5 * i) for i in range(4)], [f"s{i}.dcm" for i in range(4)])
+    before = locale.setlocale(locale.LC_ALL, start)  # undo what the writer did
+    encoding = locale.getencoding()
+    V.read_volume(folder)
+    V.read_volume_info(folder)
+    assert locale.setlocale(locale.LC_ALL) == before and locale.getencoding() == encoding
