@@ -669,21 +669,15 @@ def _write_records(
     skipped: list[FileNote],
     pool=None,
 ) -> _State:
-    # Hand the work to the workers first: they convert images while TensorFlow loads.
-    results = _results(tasks, pool, progress)
-    import_started = time.perf_counter()
     from kerasseg import schema
-    from kerasseg.tf_logging import import_tensorflow
+    from kerasseg.tfrecord_file import RecordFileWriter
 
-    tf = import_tensorflow()
-
-    tf_import_seconds = time.perf_counter() - import_started
+    results = _results(tasks, pool, progress)
     state = _State(
         written={split: [] for split in plan},
         class_pixels={split: np.zeros(256, np.int64) for split in plan},
         class_images={split: np.zeros(256, np.int64) for split in plan},
         stats=[], dtypes={}, channels={}, warnings=[], previews=[],
-        tf_import_seconds=tf_import_seconds,
     )
     rank = {(split, source_id): i for split, ids in plan.items() for i, source_id in enumerate(ids)}
     position_in_split = {task.position: rank[(task.split, task.source_id)] for task in tasks}
@@ -703,21 +697,9 @@ def _write_records(
             if key != writer_key:
                 if writer is not None:
                     writer.close()
-                # open every shard in order so that empty shards (all skipped) exist too
                 writer_key = key
-                writer = tf.io.TFRecordWriter(os.path.join(tmp, schema.shard_filename(split, shard, num_shards[split])))
-            writer.write(
-                _deterministic(tf, schema.encode_example(
-                    image_bytes=result["image_bytes"],
-                    image_format=result["image_format"],
-                    height=result["height"],
-                    width=result["width"],
-                    channels=result["channels"],
-                    mask_png=result["mask_png"], roi_png=result.get("roi_png"),
-                    filename=result["filename"],
-                    source_id=task.source_id,
-                ))
-            )
+                writer = RecordFileWriter(os.path.join(tmp, schema.shard_filename(split, shard, num_shards[split])))
+            writer.write(result["record"], framed=True)  # serialized and framed by the worker
             state.written[split].append(task.source_id)
             state.class_pixels[split] += result["class_pixels"]
             state.class_images[split] += result["class_pixels"] > 0
@@ -1046,22 +1028,25 @@ def _result(task: _Task, image, mask: np.ndarray, filename: str, notes: list[str
     from data_tools.images import encode_png
     from data_tools.preview import overlay
 
+    from kerasseg import schema
+    from kerasseg.tfrecord_file import frame_record
+
     pixels = image.pixels
     stats = _channel_stats(pixels)
     preview_png = encode_png(overlay(pixels, mask)) if task.preview else None
+    record = schema.encode_example(
+        image_bytes=image.encoded, image_format=image.format, height=image.height, width=image.width,
+        channels=image.channels, mask_png=encode_png(mask),
+        roi_png=None if roi is None else encode_png(np.where(roi, 255, 0).astype(np.uint8)),
+        filename=filename, source_id=task.source_id,
+    )
     return {
         "ok": True,
         "position": task.position,
         "path": path,
-        "filename": filename,
-        "image_bytes": image.encoded,
-        "image_format": image.format,
-        "height": image.height,
-        "width": image.width,
+        "record": frame_record(record),
         "channels": image.channels,
         "dtype": image.dtype,
-        "mask_png": encode_png(mask),
-        "roi_png": None if roi is None else encode_png(np.where(roi, 255, 0).astype(np.uint8)),
         "class_pixels": np.bincount(mask.ravel(), minlength=256).astype(np.int64),
         "stats": stats,
         "notes": notes,
