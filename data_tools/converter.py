@@ -128,9 +128,6 @@ def convert_labelme(
         AnnotationError: a bad source file with ``on_error="stop"``.
         ConversionError: bad options, empty input, or an existing output.
     """
-    from data_tools.images import check_file_pixels, check_header_pixels
-    from data_tools.labelme import load_labelme_json, resolve_image_path
-
     if append:
         target = _append_target(output_dir, overwrite, [os.path.abspath(os.fspath(input_dir))])
         return _append(target, lambda out: convert_labelme(
@@ -156,22 +153,13 @@ def convert_labelme(
         annotations: dict[str, tuple[str, set[str]]] = {}
         seen_ids: dict[str, str] = {}
         seen_images: dict[str, str] = {}
-        for json_path in json_files:
+        jobs = [(json_path, input_dir, options.max_pixels, class_list) for json_path in json_files]
+        for json_path, checked in zip(json_files, _map(_check_labelme_file, jobs, pool)):
             source_id = os.path.splitext(os.path.relpath(json_path, input_dir))[0].replace(os.sep, "/")
+            image_file, found_labels, error, label_error = checked
             try:
-                check_utf8_name(json_path, input_dir)
-                check_inside(json_path, input_dir, what="annotation")
-                annotation = load_labelme_json(json_path, max_pixels=options.max_pixels)
-                image_file = resolve_image_path(annotation, input_dir=input_dir)
-                if image_file is not None and not os.path.isfile(image_file):
-                    raise AnnotationError(
-                        json_path, f"image file not found: {annotation.image_path!r} (looked for {image_file})"
-                    )
-                if image_file is not None:
-                    check_file_pixels(image_file, max_pixels=options.max_pixels)
-                elif annotation.image_data is not None:
-                    check_header_pixels(annotation.image_data, path=json_path,
-                                        max_pixels=options.max_pixels, what="imageData")
+                if error is not None:
+                    raise error
                 if source_id.lower() in seen_ids:
                     raise AnnotationError(
                         json_path, f"duplicate id {source_id!r}: {seen_ids[source_id.lower()]} has the same name"
@@ -181,22 +169,15 @@ def convert_labelme(
                         json_path,
                         f"duplicate: annotates the same image {image_file} as {seen_images[image_file]}",
                     )
-                if class_list is not None:
-                    known = class_list.ids()
-                    for shape in annotation.shapes:
-                        if shape.label not in known:
-                            raise AnnotationError(
-                                json_path,
-                                f"{shape.describe()}: label {shape.label!r} is not in {class_list.source} "
-                                f"(known: {', '.join(class_list.names)})",
-                            )
+                if label_error is not None:
+                    raise label_error
             except AnnotationError as e:
                 fail(e)
                 continue
             seen_ids[source_id.lower()] = json_path
             if image_file is not None:
                 seen_images[image_file] = json_path
-            annotations[source_id] = (json_path, set(annotation.labels))
+            annotations[source_id] = (json_path, set(found_labels))
         if class_list is None:
             class_list = classes_from_labels(label for _, found in annotations.values() for label in found)
         _log(log, f"found {len(json_files)} annotation(s), {len(class_list)} classes ({class_list.source})")
@@ -514,6 +495,61 @@ def _failure_handler(on_error: str, skipped: list[FileNote]) -> Callable[[Annota
     return fail
 
 
+def _check_labelme_file(job: tuple) -> tuple:
+    """The checks of one labelme JSON that need no other file (runs in the workers).
+
+    ``job`` is ``(json_path, input_dir, max_pixels, class_list or None)``.
+    Returns ``(image_file or None, labels, error, label_error)``: ``error`` is
+    the first problem of the file itself (name, JSON, image path, pixel limit),
+    ``label_error`` a label missing from ``class_list``, which the caller
+    reports only after its duplicate checks (the order of the checks decides
+    which problem a file is reported with).
+    """
+    from data_tools.images import check_file_pixels, check_header_pixels
+    from data_tools.labelme import load_labelme_json, resolve_image_path
+
+    json_path, input_dir, max_pixels, class_list = job
+    try:
+        check_utf8_name(json_path, input_dir)
+        check_inside(json_path, input_dir, what="annotation")
+        annotation = load_labelme_json(json_path, max_pixels=max_pixels)
+        image_file = resolve_image_path(annotation, input_dir=input_dir)
+        if image_file is not None and not os.path.isfile(image_file):
+            raise AnnotationError(
+                json_path, f"image file not found: {annotation.image_path!r} (looked for {image_file})"
+            )
+        if image_file is not None:
+            check_file_pixels(image_file, max_pixels=max_pixels)
+        elif annotation.image_data is not None:
+            check_header_pixels(annotation.image_data, path=json_path, max_pixels=max_pixels, what="imageData")
+    except AnnotationError as e:
+        return None, [], e, None
+    label_error = None
+    if class_list is not None:
+        known = class_list.ids()
+        for shape in annotation.shapes:
+            if shape.label not in known:
+                label_error = AnnotationError(
+                    json_path,
+                    f"{shape.describe()}: label {shape.label!r} is not in {class_list.source} "
+                    f"(known: {', '.join(class_list.names)})",
+                )
+                break
+    return image_file, annotation.labels, None, label_error
+
+
+def _map(function: Callable[[Any], Any], jobs: list, pool) -> Iterator[Any]:
+    """``function`` over ``jobs`` in order, in the pool's workers when there is one."""
+    if pool is None:
+        return map(function, jobs)
+    return pool.imap(function, jobs, chunksize=_chunksize(len(jobs), pool))
+
+
+def _chunksize(num_jobs: int, pool) -> int:
+    """Jobs per hand-out: about 8 hand-outs per worker, at most 8 jobs each."""
+    return max(1, min(8, num_jobs // (pool._processes * 8)))
+
+
 def _log(log: Callable[[str], None] | None, message: str) -> None:
     if log is not None:
         log(message)
@@ -780,8 +816,7 @@ def _results(tasks: list, pool, progress: bool, worker: Callable[[Any], dict] | 
     if pool is None:
         results: Iterable[dict] = (worker(task) for task in tasks)
     else:
-        chunksize = max(1, min(8, len(tasks) // (pool._processes * 8)))
-        results = pool.imap(worker, tasks, chunksize=chunksize)
+        results = pool.imap(worker, tasks, chunksize=_chunksize(len(tasks), pool))
     if not progress:
         return iter(results)
     return _with_progress(results, len(tasks), unit=unit)
