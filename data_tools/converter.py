@@ -787,11 +787,12 @@ def _deterministic(tf, serialized: bytes) -> bytes:
 
 
 def _start_pool(workers: int, num_items: int):
-    """Start worker processes early, so they boot while sources are checked and
-    TensorFlow is imported; ``None`` for ``workers <= 1``.
+    """Start the worker processes (they check the sources, then convert); ``None`` for ``workers <= 1``.
 
-    Workers never touch TensorFlow. They are forked when TensorFlow is not
-    loaded in this process (fast start), else spawned clean (forking a process
+    Workers never touch TensorFlow (the 2D converters never load it). They are
+    forked when TensorFlow is not loaded in this process (fast start), after
+    the image libraries every worker needs are imported here once
+    (:func:`_preload_worker_modules`), else spawned clean (forking a process
     that runs TensorFlow's threads is unsafe).
     """
     if workers <= 1 or num_items <= 1:
@@ -799,7 +800,23 @@ def _start_pool(workers: int, num_items: int):
     method = "spawn"
     if "fork" in multiprocessing.get_all_start_methods() and "tensorflow" not in sys.modules:
         method = "fork"
+        _preload_worker_modules()
     return multiprocessing.get_context(method).Pool(min(workers, num_items))
+
+
+def _preload_worker_modules() -> None:
+    """Import Pillow (with its common format plugins), OpenCV and the record writer's CRC tables.
+
+    Forked workers inherit them instead of each importing them on its first
+    file (~0.2 CPU seconds per worker). Nothing here starts a thread.
+    """
+    import cv2  # noqa: F401
+    from PIL import Image, ImageDraw  # noqa: F401
+
+    from kerasseg.tfrecord_file import crc32c
+
+    Image.preinit()
+    crc32c(bytes(1 << 16))  # builds the lookup tables of the checksums of the records
 
 
 def _stop_pool(pool) -> None:
@@ -1040,6 +1057,30 @@ def _mask_example(task: _Task):
     return image, mask, filename, notes, image_path, roi
 
 
+_EXACT_FLOAT32_COUNT = 1 << 24
+"""OpenCV histograms count in float32, exact up to 2**24 per bin."""
+
+
+def _histogram(pixels: np.ndarray, channel: int) -> np.ndarray:
+    """Exact int64 counts of each value of ``pixels[:, :, channel]`` (uint8: 256 bins, uint16: 65536).
+
+    ``cv2.calcHist`` (several times faster than ``np.bincount``) over row blocks
+    of at most 2**24 pixels, so its float32 counts stay exact.
+    """
+    bins = 256 if pixels.dtype == np.uint8 else 65536
+    height, width = pixels.shape[:2]
+    if width > _EXACT_FLOAT32_COUNT:
+        return np.bincount(pixels[:, :, channel].ravel(), minlength=bins).astype(np.int64)
+    import cv2
+
+    rows = max(1, _EXACT_FLOAT32_COUNT // width)
+    counts = np.zeros(bins, np.int64)
+    for top in range(0, height, rows):
+        block = np.ascontiguousarray(pixels[top:top + rows])
+        counts += cv2.calcHist([block], [channel], None, [bins], [0, bins]).reshape(-1).astype(np.int64)
+    return counts
+
+
 def _channel_stats(pixels: np.ndarray) -> dict:
     """Exact per-channel sum, sum of squares, min, max of an integer ``(H, W, C)`` image.
 
@@ -1048,7 +1089,7 @@ def _channel_stats(pixels: np.ndarray) -> dict:
     """
     sums, sumsq, lows, highs = [], [], [], []
     for c in range(pixels.shape[2]):
-        hist = np.bincount(pixels[:, :, c].ravel(), minlength=256 if pixels.dtype == np.uint8 else 65536)
+        hist = _histogram(pixels, c)
         present = np.nonzero(hist)[0]
         values = np.arange(hist.size, dtype=np.int64)
         sums.append(int(np.dot(hist, values)))
@@ -1082,7 +1123,7 @@ def _result(task: _Task, image, mask: np.ndarray, filename: str, notes: list[str
         "record": frame_record(record),
         "channels": image.channels,
         "dtype": image.dtype,
-        "class_pixels": np.bincount(mask.ravel(), minlength=256).astype(np.int64),
+        "class_pixels": _histogram(mask[:, :, None], 0),
         "stats": stats,
         "notes": notes,
         "preview_png": preview_png,
