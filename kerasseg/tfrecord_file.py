@@ -110,22 +110,24 @@ def _zeros_tables(num_bytes: int) -> tuple[np.ndarray, ...]:
 def _crc_lanes(data: bytes) -> int:
     """The register after ``data`` fed into register 0 (no final XOR), side by side in lanes."""
     lane_bytes = 4 * _LANE_WORDS
-    lanes = 1 << max(0, (len(data) + lane_bytes - 1) // lane_bytes - 1).bit_length()
-    # Leading zero bytes leave a zero register unchanged: pad in front to lanes x lane_bytes.
+    lanes = -(-len(data) // lane_bytes)
+    # Leading zero bytes leave a zero register unchanged: pad in front to whole lanes.
     buffer = np.zeros(lanes * lane_bytes, dtype=np.uint8)
     buffer[buffer.size - len(data):] = np.frombuffer(data, dtype=np.uint8)
     words = np.ascontiguousarray(buffer.view("<u4").reshape(lanes, _LANE_WORDS).T)
     low, high = _word_tables()
     crc = np.zeros(lanes, dtype=np.uint32)
     upper = np.empty(lanes, dtype=np.uint32)
-    for word in words:
+    for word in words:  # indices are < 65536 by construction: "wrap" skips the bounds checks
         crc ^= word
-        np.take(high, crc >> 16, out=upper)
+        np.take(high, crc >> 16, out=upper, mode="wrap")
         crc &= 0xFFFF
-        crc = np.take(low, crc)
+        crc = np.take(low, crc, mode="wrap")
         crc ^= upper
     span = lane_bytes
     while crc.size > 1:  # merge neighbours: crc(a + b) = zeros_{len(b)}(crc(a)) ^ crc(b)
+        if crc.size % 2:  # an all-zero lane in front (leading zeros again) makes the count even
+            crc = np.concatenate((np.zeros(1, dtype=np.uint32), crc))
         z0, z1, z2, z3 = _zeros_tables(span)
         a, b = crc[0::2], crc[1::2]
         crc = z0[a & 0xFF] ^ z1[(a >> 8) & 0xFF] ^ z2[(a >> 16) & 0xFF] ^ z3[a >> 24] ^ b
