@@ -107,13 +107,16 @@ def _zeros_tables(num_bytes: int) -> tuple[np.ndarray, ...]:
     return tuple(tables)
 
 
-def _crc_lanes(data: bytes) -> int:
-    """The register after ``data`` fed into register 0 (no final XOR), side by side in lanes."""
+def _crc_lanes(data: bytes, start: int = 0) -> int:
+    """The register after ``data`` fed into register ``start`` (no final XOR), side by side in lanes."""
     lane_bytes = 4 * _LANE_WORDS
     lanes = -(-len(data) // lane_bytes)
     # Leading zero bytes leave a zero register unchanged: pad in front to whole lanes.
     buffer = np.zeros(lanes * lane_bytes, dtype=np.uint8)
-    buffer[buffer.size - len(data):] = np.frombuffer(data, dtype=np.uint8)
+    first = buffer.size - len(data)
+    buffer[first:] = np.frombuffer(data, dtype=np.uint8)
+    # Starting from register c equals starting from 0 with c XORed into the first 4 bytes.
+    buffer[first:first + 4] ^= np.frombuffer(start.to_bytes(4, "little"), dtype=np.uint8)
     words = np.ascontiguousarray(buffer.view("<u4").reshape(lanes, _LANE_WORDS).T)
     low, high = _word_tables()
     crc = np.zeros(lanes, dtype=np.uint32)
@@ -140,9 +143,7 @@ def crc32c(data: bytes) -> int:
     data = bytes(data) if not isinstance(data, bytes) else data
     if len(data) < _SHORT:
         return _crc_loop(0xFFFFFFFF, data) ^ 0xFFFFFFFF
-    # Starting from 0xFFFFFFFF equals starting from 0 with the first 4 bytes inverted.
-    head = (int.from_bytes(data[:4], "little") ^ 0xFFFFFFFF).to_bytes(4, "little")
-    return _crc_lanes(head + data[4:]) ^ 0xFFFFFFFF
+    return _crc_lanes(data, 0xFFFFFFFF) ^ 0xFFFFFFFF
 
 
 def masked_crc32c(data: bytes) -> int:
