@@ -33,6 +33,7 @@ import filecmp
 import json
 import os
 import pathlib
+import resource
 import shutil
 import subprocess
 import sys
@@ -173,10 +174,12 @@ def compare_with_labelme2voc(work: pathlib.Path, labelme2voc: str | os.PathLike 
                     ours.append(_run_labelme2tfrecord(folder, out))
                 else:
                     theirs.append(_run_labelme2voc(python, script, folder, out))
-        ratio = min(theirs) / min(ours)  # same files: (n / ours) / (n / theirs)
-        print(f"{n} files: labelme2tfrecord --workers 2 {min(ours):.2f} s ({n / min(ours):.0f} files/s), "
-              f"labelme2voc.py {min(theirs):.2f} s ({n / min(theirs):.0f} files/s); "
-              f"convert_vs_labelme2voc_{n} = {ratio:.2f}")
+        (our_wall, our_cpu), (their_wall, their_cpu) = min(ours), min(theirs)
+        ratio = their_wall / our_wall  # same files: (n / ours) / (n / theirs)
+        print(f"{n} files: labelme2tfrecord --workers 2 {our_wall:.2f} s ({n / our_wall:.0f} files/s, "
+              f"{our_cpu:.2f} CPU s), labelme2voc.py {their_wall:.2f} s ({n / their_wall:.0f} files/s, "
+              f"{their_cpu:.2f} CPU s); convert_vs_labelme2voc_{n} = {ratio:.2f} "
+              f"(runs: ours {[round(w, 2) for w, _ in ours]}, theirs {[round(w, 2) for w, _ in theirs]})")
         results[f"convert_vs_labelme2voc_{n}"] = round(ratio, 3)
     return results
 
@@ -192,25 +195,29 @@ def _first_files(source: pathlib.Path, folder: pathlib.Path, n: int) -> pathlib.
     return folder
 
 
-def _timed(command: list[str], what: str, env: dict | None = None) -> float:
+def _timed(command: list[str], what: str, env: dict | None = None) -> tuple[float, float]:
+    """``(wall seconds, CPU seconds of the process and everything it waited for)`` of ``command``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
     seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise RuntimeError(f"{what} failed (exit {done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
-    return seconds
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return seconds, cpu
 
 
-def _run_labelme2tfrecord(folder: pathlib.Path, out: pathlib.Path) -> float:
-    """Wall seconds of ``labelme2tfrecord FOLDER OUT --workers 2`` as a user runs it (this checkout's code)."""
+def _run_labelme2tfrecord(folder: pathlib.Path, out: pathlib.Path) -> tuple[float, float]:
+    """Wall and CPU seconds of ``labelme2tfrecord FOLDER OUT --workers 2`` as a user runs it (this checkout's code)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     entry = "import sys; from data_tools.cli import labelme2tfrecord_main; sys.exit(labelme2tfrecord_main())"
     return _timed([sys.executable, "-c", entry, str(folder), str(out), "--workers", "2", "--no-progress"],
                   "labelme2tfrecord", env)
 
 
-def _run_labelme2voc(python: str, script: pathlib.Path, folder: pathlib.Path, out: pathlib.Path) -> float:
-    """Wall seconds of labelme's ``labelme2voc.py FOLDER OUT --labels labels.txt --noviz --nonpy --noobject``."""
+def _run_labelme2voc(python: str, script: pathlib.Path, folder: pathlib.Path, out: pathlib.Path) -> tuple[float, float]:
+    """Wall and CPU seconds of labelme's ``labelme2voc.py FOLDER OUT --labels labels.txt --noviz --nonpy --noobject``."""
     command = [python, str(script), str(folder), str(out), "--labels", str(folder / "labels.txt"),
                "--noviz", "--nonpy", "--noobject"]
     return _timed(command, "labelme2voc.py")
