@@ -514,22 +514,21 @@ def dataset_info_problems(data: Mapping[str, Any]) -> list[str]:
 def read_dataset_info(dataset_dir: str) -> DatasetInfo:
     """Read and validate ``dataset.json`` of a converted dataset folder.
 
-    Works with any path ``tf.io.gfile`` understands (local, ``gs://``...).
+    Works with any path ``tf.io.gfile`` understands (local, ``gs://``...); local
+    paths are read without importing TensorFlow.
 
     Raises:
         SchemaError: the folder has no ``dataset.json`` (conversion unfinished or
             not a dataset), it is not valid JSON, has another schema version or
             fields of the wrong type.
     """
-    import tensorflow as tf
-
     path = os.path.join(dataset_dir, DATASET_INFO_FILENAME)
-    if not tf.io.gfile.exists(path):
+    if not _exists(path):
         raise SchemaError(
             f"{dataset_dir}: no {DATASET_INFO_FILENAME}; not a converted kerasseg dataset "
             "(or the conversion did not finish). Run labelme2tfrecord or masks2tfrecord first."
         )
-    with tf.io.gfile.GFile(path, "r") as f:
+    with _open_text(path) as f:
         try:
             data = json.load(f)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -557,10 +556,8 @@ def split_files(dataset_dir: str, split: str) -> list[str]:
 
 def read_split_ids(dataset_dir: str, name: str) -> list[str]:
     """Source ids listed in ``splits/<name>.txt`` (e.g. ``train`` or ``fold0_val``)."""
-    import tensorflow as tf
-
     path = os.path.join(dataset_dir, SPLITS_DIRNAME, f"{name}.txt")
-    with tf.io.gfile.GFile(path, "r") as f:
+    with _open_text(path) as f:
         return [line.strip() for line in f if line.strip()]
 
 
@@ -588,6 +585,23 @@ def _file_size(path: str) -> int:
 
         return int(tf.io.gfile.stat(path).length)
     return os.path.getsize(path)
+
+
+def _exists(path: str) -> bool:
+    if _is_remote(path):
+        import tensorflow as tf
+
+        return bool(tf.io.gfile.exists(path))
+    return os.path.exists(path)
+
+
+def _open_text(path: str):
+    """A UTF-8 text file: ``tf.io.gfile`` for remote paths, plain ``open`` for local ones (no TensorFlow)."""
+    if _is_remote(path):
+        import tensorflow as tf
+
+        return tf.io.gfile.GFile(path, "r")
+    return open(path, "r", encoding="utf-8")
 
 
 def _open_binary(path: str):

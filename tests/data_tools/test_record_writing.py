@@ -101,17 +101,22 @@ def test_schema_example_reads_back_with_tensorflow():
     assert tf.train.Example.FromString(serialized).SerializeToString(deterministic=True) == serialized
 
 
-def test_labelme_conversion_never_imports_tensorflow(tmp_path):
+def test_labelme_conversion_and_append_never_import_tensorflow(tmp_path):
     source = small_labelme_folder(tmp_path / "src", n=4)
+    more = small_labelme_folder(tmp_path / "src2" / "more", n=3)
+    out = str(tmp_path / "out")
     code = (
         "import sys\n"
         "from data_tools.cli import labelme2tfrecord_main\n"
-        f"status = labelme2tfrecord_main([{str(source)!r}, {str(tmp_path / 'out')!r}, '--workers', '2', "
-        "'--no-progress'])\n"
+        f"status = labelme2tfrecord_main([{str(source)!r}, {out!r}, '--workers', '2', '--no-progress'])\n"
+        "assert status == 0, status\n"
+        f"status = labelme2tfrecord_main([{str(more.parent)!r}, {out!r}, '--append', '--split', 'test', "
+        f"'--labels', {str(more / 'labels.txt')!r}, '--workers', '2', '--no-progress'])\n"
         "assert status == 0, status\n"
         "assert 'tensorflow' not in sys.modules, 'the converter imported TensorFlow'\n"
     )
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert (tmp_path / "out" / "dataset.json").is_file()
+    info = schema.read_dataset_info(out)
+    assert info.splits["test"] == 3 and sum(info.splits.values()) == 7
