@@ -4,11 +4,14 @@ Both converters share one pipeline:
 
 1. find the sources and check them cheaply (JSON, labels, image paths that
    must stay inside the input folder, UTF-8 names, duplicates, image sizes
-   from the headers against the pixel limit) before anything is written;
+   from the headers against the pixel limit) before anything is written
+   (labelme: each file's own checks run in the ``workers`` processes);
 2. assign reproducible splits (and k-fold lists) from the sorted ids and seed;
-3. decode images and rasterize masks, in ``workers`` processes (TensorFlow is
-   not imported there); results come back in a fixed order, so the records
-   are byte-identical for any worker count;
+3. decode images and rasterize masks, and serialize and frame each record, in
+   ``workers`` processes; results come back in a fixed order, so the records
+   are byte-identical for any worker count. TensorFlow is never imported: the
+   records are written by :mod:`kerasseg.tfrecord_file` (the bytes TensorFlow
+   writes), which saves its import (seconds of CPU) on every run;
 4. write shards, ``splits/*.txt``, previews and the report into a staging
    folder beside ``OUTPUT_DIR``, ``dataset.json`` and the manifest of what was
    written last, then rename it into place (:mod:`data_tools.output`). An
@@ -692,7 +695,6 @@ class _State:
     channels: dict[str, int]
     warnings: list[FileNote]
     previews: list[str]
-    tf_import_seconds: float = 0.0
 
 
 def _write_records(
@@ -929,7 +931,6 @@ def _finish(
         previews=state.previews,
         workers=options.workers,
         seconds=time.perf_counter() - started,
-        tensorflow_import_seconds=state.tf_import_seconds,
     )
     _save(tmp, report, info)
     return report
