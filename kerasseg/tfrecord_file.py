@@ -164,7 +164,8 @@ class RecordFileWriter:
 
     ``write`` takes either raw record data or, with ``framed=True``, bytes
     already framed by :func:`frame_record` (so workers can do the checksums).
-    Write errors are the ``OSError`` of the file system (disk full, permissions).
+    Write errors are the ``OSError`` of the file system (disk full, file too
+    large, permissions), naming this file.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -172,11 +173,20 @@ class RecordFileWriter:
         self._file = open(self.path, "wb")
 
     def write(self, record: bytes, *, framed: bool = False) -> None:
-        self._file.write(record if framed else frame_record(record))
+        try:
+            self._file.write(record if framed else frame_record(record))
+        except OSError as e:
+            raise self._named(e) from e
 
     def close(self) -> None:
         if not self._file.closed:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError as e:
+                raise self._named(e) from e
+
+    def _named(self, error: OSError) -> OSError:
+        return error if error.filename else OSError(error.errno, error.strerror or str(error), self.path)
 
     def __enter__(self) -> "RecordFileWriter":
         return self
