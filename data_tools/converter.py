@@ -807,7 +807,7 @@ def _start_pool(workers: int, num_items: int):
 
 
 def _preload_worker_modules() -> None:
-    """Import Pillow (with its common format plugins), OpenCV and the record writer's CRC tables.
+    """Import Pillow (with its common format plugins), OpenCV and the record writer's checksum.
 
     Forked workers inherit them instead of each importing them on its first
     file (~0.2 CPU seconds per worker). Nothing here starts a thread.
@@ -815,10 +815,9 @@ def _preload_worker_modules() -> None:
     import cv2  # noqa: F401
     from PIL import Image, ImageDraw  # noqa: F401
 
-    from kerasseg.tfrecord_file import crc32c
+    import kerasseg.tfrecord_file  # noqa: F401
 
     Image.preinit()
-    crc32c(bytes(1 << 16))  # builds the lookup tables of the checksums of the records
 
 
 def _stop_pool(pool) -> None:
