@@ -139,7 +139,8 @@ def _verify(path: str) -> int:
 def _run(prog: str, call, *, verbose: bool = False) -> int:
     from kerasseg.tf_logging import quiet_tensorflow
 
-    quiet_tensorflow(verbose=verbose)  # TensorFlow itself loads only once the sources are checked
+    # TensorFlow loads (volumes, --verify) only once the sources are checked; labelme and mask folders never load it
+    quiet_tensorflow(verbose=verbose)
     try:
         return call()
     except AnnotationError as e:

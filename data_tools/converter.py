@@ -4,11 +4,14 @@ Both converters share one pipeline:
 
 1. find the sources and check them cheaply (JSON, labels, image paths that
    must stay inside the input folder, UTF-8 names, duplicates, image sizes
-   from the headers against the pixel limit) before anything is written;
+   from the headers against the pixel limit) before anything is written
+   (labelme: each file's own checks run in the ``workers`` processes);
 2. assign reproducible splits (and k-fold lists) from the sorted ids and seed;
-3. decode images and rasterize masks, in ``workers`` processes (TensorFlow is
-   not imported there); results come back in a fixed order, so the records
-   are byte-identical for any worker count;
+3. decode images and rasterize masks, and serialize and frame each record, in
+   ``workers`` processes; results come back in a fixed order, so the records
+   are byte-identical for any worker count. TensorFlow is never imported: the
+   records are written by :mod:`kerasseg.tfrecord_file` (the bytes TensorFlow
+   writes), which saves its import (seconds of CPU) on every run;
 4. write shards, ``splits/*.txt``, previews and the report into a staging
    folder beside ``OUTPUT_DIR``, ``dataset.json`` and the manifest of what was
    written last, then rename it into place (:mod:`data_tools.output`). An
@@ -128,9 +131,6 @@ def convert_labelme(
         AnnotationError: a bad source file with ``on_error="stop"``.
         ConversionError: bad options, empty input, or an existing output.
     """
-    from data_tools.images import check_file_pixels, check_header_pixels
-    from data_tools.labelme import load_labelme_json, resolve_image_path
-
     if append:
         target = _append_target(output_dir, overwrite, [os.path.abspath(os.fspath(input_dir))])
         return _append(target, lambda out: convert_labelme(
@@ -156,22 +156,13 @@ def convert_labelme(
         annotations: dict[str, tuple[str, set[str]]] = {}
         seen_ids: dict[str, str] = {}
         seen_images: dict[str, str] = {}
-        for json_path in json_files:
+        jobs = [(json_path, input_dir, options.max_pixels, class_list) for json_path in json_files]
+        for json_path, checked in zip(json_files, _map(_check_labelme_file, jobs, pool)):
             source_id = os.path.splitext(os.path.relpath(json_path, input_dir))[0].replace(os.sep, "/")
+            image_file, found_labels, error, label_error = checked
             try:
-                check_utf8_name(json_path, input_dir)
-                check_inside(json_path, input_dir, what="annotation")
-                annotation = load_labelme_json(json_path, max_pixels=options.max_pixels)
-                image_file = resolve_image_path(annotation, input_dir=input_dir)
-                if image_file is not None and not os.path.isfile(image_file):
-                    raise AnnotationError(
-                        json_path, f"image file not found: {annotation.image_path!r} (looked for {image_file})"
-                    )
-                if image_file is not None:
-                    check_file_pixels(image_file, max_pixels=options.max_pixels)
-                elif annotation.image_data is not None:
-                    check_header_pixels(annotation.image_data, path=json_path,
-                                        max_pixels=options.max_pixels, what="imageData")
+                if error is not None:
+                    raise error
                 if source_id.lower() in seen_ids:
                     raise AnnotationError(
                         json_path, f"duplicate id {source_id!r}: {seen_ids[source_id.lower()]} has the same name"
@@ -181,22 +172,15 @@ def convert_labelme(
                         json_path,
                         f"duplicate: annotates the same image {image_file} as {seen_images[image_file]}",
                     )
-                if class_list is not None:
-                    known = class_list.ids()
-                    for shape in annotation.shapes:
-                        if shape.label not in known:
-                            raise AnnotationError(
-                                json_path,
-                                f"{shape.describe()}: label {shape.label!r} is not in {class_list.source} "
-                                f"(known: {', '.join(class_list.names)})",
-                            )
+                if label_error is not None:
+                    raise label_error
             except AnnotationError as e:
                 fail(e)
                 continue
             seen_ids[source_id.lower()] = json_path
             if image_file is not None:
                 seen_images[image_file] = json_path
-            annotations[source_id] = (json_path, set(annotation.labels))
+            annotations[source_id] = (json_path, set(found_labels))
         if class_list is None:
             class_list = classes_from_labels(label for _, found in annotations.values() for label in found)
         _log(log, f"found {len(json_files)} annotation(s), {len(class_list)} classes ({class_list.source})")
@@ -514,6 +498,61 @@ def _failure_handler(on_error: str, skipped: list[FileNote]) -> Callable[[Annota
     return fail
 
 
+def _check_labelme_file(job: tuple) -> tuple:
+    """The checks of one labelme JSON that need no other file (runs in the workers).
+
+    ``job`` is ``(json_path, input_dir, max_pixels, class_list or None)``.
+    Returns ``(image_file or None, labels, error, label_error)``: ``error`` is
+    the first problem of the file itself (name, JSON, image path, pixel limit),
+    ``label_error`` a label missing from ``class_list``, which the caller
+    reports only after its duplicate checks (the order of the checks decides
+    which problem a file is reported with).
+    """
+    from data_tools.images import check_file_pixels, check_header_pixels
+    from data_tools.labelme import load_labelme_json, resolve_image_path
+
+    json_path, input_dir, max_pixels, class_list = job
+    try:
+        check_utf8_name(json_path, input_dir)
+        check_inside(json_path, input_dir, what="annotation")
+        annotation = load_labelme_json(json_path, max_pixels=max_pixels)
+        image_file = resolve_image_path(annotation, input_dir=input_dir)
+        if image_file is not None and not os.path.isfile(image_file):
+            raise AnnotationError(
+                json_path, f"image file not found: {annotation.image_path!r} (looked for {image_file})"
+            )
+        if image_file is not None:
+            check_file_pixels(image_file, max_pixels=max_pixels)
+        elif annotation.image_data is not None:
+            check_header_pixels(annotation.image_data, path=json_path, max_pixels=max_pixels, what="imageData")
+    except AnnotationError as e:
+        return None, [], e, None
+    label_error = None
+    if class_list is not None:
+        known = class_list.ids()
+        for shape in annotation.shapes:
+            if shape.label not in known:
+                label_error = AnnotationError(
+                    json_path,
+                    f"{shape.describe()}: label {shape.label!r} is not in {class_list.source} "
+                    f"(known: {', '.join(class_list.names)})",
+                )
+                break
+    return image_file, annotation.labels, None, label_error
+
+
+def _map(function: Callable[[Any], Any], jobs: list, pool) -> Iterator[Any]:
+    """``function`` over ``jobs`` in order, in the pool's workers when there is one."""
+    if pool is None:
+        return map(function, jobs)
+    return pool.imap(function, jobs, chunksize=_chunksize(len(jobs), pool))
+
+
+def _chunksize(num_jobs: int, pool) -> int:
+    """Jobs per hand-out: about 8 hand-outs per worker, at most 8 jobs each."""
+    return max(1, min(8, num_jobs // (pool._processes * 8)))
+
+
 def _log(log: Callable[[str], None] | None, message: str) -> None:
     if log is not None:
         log(message)
@@ -656,7 +695,6 @@ class _State:
     channels: dict[str, int]
     warnings: list[FileNote]
     previews: list[str]
-    tf_import_seconds: float = 0.0
 
 
 def _write_records(
@@ -669,21 +707,15 @@ def _write_records(
     skipped: list[FileNote],
     pool=None,
 ) -> _State:
-    # Hand the work to the workers first: they convert images while TensorFlow loads.
-    results = _results(tasks, pool, progress)
-    import_started = time.perf_counter()
     from kerasseg import schema
-    from kerasseg.tf_logging import import_tensorflow
+    from kerasseg.tfrecord_file import RecordFileWriter
 
-    tf = import_tensorflow()
-
-    tf_import_seconds = time.perf_counter() - import_started
+    results = _results(tasks, pool, progress)
     state = _State(
         written={split: [] for split in plan},
         class_pixels={split: np.zeros(256, np.int64) for split in plan},
         class_images={split: np.zeros(256, np.int64) for split in plan},
         stats=[], dtypes={}, channels={}, warnings=[], previews=[],
-        tf_import_seconds=tf_import_seconds,
     )
     rank = {(split, source_id): i for split, ids in plan.items() for i, source_id in enumerate(ids)}
     position_in_split = {task.position: rank[(task.split, task.source_id)] for task in tasks}
@@ -703,21 +735,9 @@ def _write_records(
             if key != writer_key:
                 if writer is not None:
                     writer.close()
-                # open every shard in order so that empty shards (all skipped) exist too
                 writer_key = key
-                writer = tf.io.TFRecordWriter(os.path.join(tmp, schema.shard_filename(split, shard, num_shards[split])))
-            writer.write(
-                _deterministic(tf, schema.encode_example(
-                    image_bytes=result["image_bytes"],
-                    image_format=result["image_format"],
-                    height=result["height"],
-                    width=result["width"],
-                    channels=result["channels"],
-                    mask_png=result["mask_png"], roi_png=result.get("roi_png"),
-                    filename=result["filename"],
-                    source_id=task.source_id,
-                ))
-            )
+                writer = RecordFileWriter(os.path.join(tmp, schema.shard_filename(split, shard, num_shards[split])))
+            writer.write(result["record"], framed=True)  # serialized and framed by the worker
             state.written[split].append(task.source_id)
             state.class_pixels[split] += result["class_pixels"]
             state.class_images[split] += result["class_pixels"] > 0
@@ -769,11 +789,12 @@ def _deterministic(tf, serialized: bytes) -> bytes:
 
 
 def _start_pool(workers: int, num_items: int):
-    """Start worker processes early, so they boot while sources are checked and
-    TensorFlow is imported; ``None`` for ``workers <= 1``.
+    """Start the worker processes (they check the sources, then convert); ``None`` for ``workers <= 1``.
 
-    Workers never touch TensorFlow. They are forked when TensorFlow is not
-    loaded in this process (fast start), else spawned clean (forking a process
+    Workers never touch TensorFlow (the 2D converters never load it). They are
+    forked when TensorFlow is not loaded in this process (fast start), after
+    the image libraries every worker needs are imported here once
+    (:func:`_preload_worker_modules`), else spawned clean (forking a process
     that runs TensorFlow's threads is unsafe).
     """
     if workers <= 1 or num_items <= 1:
@@ -781,7 +802,22 @@ def _start_pool(workers: int, num_items: int):
     method = "spawn"
     if "fork" in multiprocessing.get_all_start_methods() and "tensorflow" not in sys.modules:
         method = "fork"
+        _preload_worker_modules()
     return multiprocessing.get_context(method).Pool(min(workers, num_items))
+
+
+def _preload_worker_modules() -> None:
+    """Import Pillow (with its common format plugins), OpenCV and the record writer's checksum.
+
+    Forked workers inherit them instead of each importing them on its first
+    file (~0.2 CPU seconds per worker). Nothing here starts a thread.
+    """
+    import cv2  # noqa: F401
+    from PIL import Image, ImageDraw  # noqa: F401
+
+    import kerasseg.tfrecord_file  # noqa: F401
+
+    Image.preinit()
 
 
 def _stop_pool(pool) -> None:
@@ -798,8 +834,7 @@ def _results(tasks: list, pool, progress: bool, worker: Callable[[Any], dict] | 
     if pool is None:
         results: Iterable[dict] = (worker(task) for task in tasks)
     else:
-        chunksize = max(1, min(8, len(tasks) // (pool._processes * 8)))
-        results = pool.imap(worker, tasks, chunksize=chunksize)
+        results = pool.imap(worker, tasks, chunksize=_chunksize(len(tasks), pool))
     if not progress:
         return iter(results)
     return _with_progress(results, len(tasks), unit=unit)
@@ -895,7 +930,6 @@ def _finish(
         previews=state.previews,
         workers=options.workers,
         seconds=time.perf_counter() - started,
-        tensorflow_import_seconds=state.tf_import_seconds,
     )
     _save(tmp, report, info)
     return report
@@ -1023,6 +1057,30 @@ def _mask_example(task: _Task):
     return image, mask, filename, notes, image_path, roi
 
 
+_EXACT_FLOAT32_COUNT = 1 << 24
+"""OpenCV histograms count in float32, exact up to 2**24 per bin."""
+
+
+def _histogram(pixels: np.ndarray, channel: int) -> np.ndarray:
+    """Exact int64 counts of each value of ``pixels[:, :, channel]`` (uint8: 256 bins, uint16: 65536).
+
+    ``cv2.calcHist`` (several times faster than ``np.bincount``) over row blocks
+    of at most 2**24 pixels, so its float32 counts stay exact.
+    """
+    bins = 256 if pixels.dtype == np.uint8 else 65536
+    height, width = pixels.shape[:2]
+    if width > _EXACT_FLOAT32_COUNT:
+        return np.bincount(pixels[:, :, channel].ravel(), minlength=bins).astype(np.int64)
+    import cv2
+
+    rows = max(1, _EXACT_FLOAT32_COUNT // width)
+    counts = np.zeros(bins, np.int64)
+    for top in range(0, height, rows):
+        block = np.ascontiguousarray(pixels[top:top + rows])
+        counts += cv2.calcHist([block], [channel], None, [bins], [0, bins]).reshape(-1).astype(np.int64)
+    return counts
+
+
 def _channel_stats(pixels: np.ndarray) -> dict:
     """Exact per-channel sum, sum of squares, min, max of an integer ``(H, W, C)`` image.
 
@@ -1031,7 +1089,7 @@ def _channel_stats(pixels: np.ndarray) -> dict:
     """
     sums, sumsq, lows, highs = [], [], [], []
     for c in range(pixels.shape[2]):
-        hist = np.bincount(pixels[:, :, c].ravel(), minlength=256 if pixels.dtype == np.uint8 else 65536)
+        hist = _histogram(pixels, c)
         present = np.nonzero(hist)[0]
         values = np.arange(hist.size, dtype=np.int64)
         sums.append(int(np.dot(hist, values)))
@@ -1046,23 +1104,26 @@ def _result(task: _Task, image, mask: np.ndarray, filename: str, notes: list[str
     from data_tools.images import encode_png
     from data_tools.preview import overlay
 
+    from kerasseg import schema
+    from kerasseg.tfrecord_file import frame_record
+
     pixels = image.pixels
     stats = _channel_stats(pixels)
     preview_png = encode_png(overlay(pixels, mask)) if task.preview else None
+    record = schema.encode_example(
+        image_bytes=image.encoded, image_format=image.format, height=image.height, width=image.width,
+        channels=image.channels, mask_png=encode_png(mask),
+        roi_png=None if roi is None else encode_png(np.where(roi, 255, 0).astype(np.uint8)),
+        filename=filename, source_id=task.source_id,
+    )
     return {
         "ok": True,
         "position": task.position,
         "path": path,
-        "filename": filename,
-        "image_bytes": image.encoded,
-        "image_format": image.format,
-        "height": image.height,
-        "width": image.width,
+        "record": frame_record(record),
         "channels": image.channels,
         "dtype": image.dtype,
-        "mask_png": encode_png(mask),
-        "roi_png": None if roi is None else encode_png(np.where(roi, 255, 0).astype(np.uint8)),
-        "class_pixels": np.bincount(mask.ravel(), minlength=256).astype(np.int64),
+        "class_pixels": _histogram(mask[:, :, None], 0),
         "stats": stats,
         "notes": notes,
         "preview_png": preview_png,

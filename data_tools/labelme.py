@@ -321,7 +321,26 @@ def _b64decode(text: str, *, path: str, what: str) -> bytes:
         raise AnnotationError(path, f"{what} is not valid base64 ({e})") from e
 
 
+_NUMBER_TYPES = frozenset((int, float))
+
+
 def _parse_points(raw: Any, where: str, path: str) -> np.ndarray:
+    """``raw`` as a float64 ``(N, 2)`` array of x/y points, or an error naming the first bad point."""
+    if isinstance(raw, list) and raw:
+        # Fast path for well-formed points (nearly every file): one conversion, checked as a whole.
+        # JSON numbers are exactly int or float (a bool or string is refused below, point by point).
+        try:
+            points = np.array(raw, dtype=np.float64)
+            plain = {type(v) for point in raw for v in point} <= _NUMBER_TYPES
+        except (TypeError, ValueError, OverflowError):
+            points, plain = None, False
+        if (plain and points.shape == (len(raw), 2) and all(type(point) is list for point in raw)
+                and np.isfinite(points).all() and np.abs(points).max() <= MAX_COORDINATE):
+            return points
+    return _parse_points_one_by_one(raw, where, path)
+
+
+def _parse_points_one_by_one(raw: Any, where: str, path: str) -> np.ndarray:
     if not isinstance(raw, list):
         raise AnnotationError(path, f"{where}: 'points' must be a list of [x, y] pairs, got {_kind(raw)}")
     coords: list[tuple[float, float]] = []

@@ -37,7 +37,8 @@ class ConversionReport:
         workers: processes used.
         seconds: wall time of the conversion.
         tensorflow_import_seconds: part of ``seconds`` spent importing
-            TensorFlow (a fixed cost, whatever the number of images).
+            TensorFlow (a fixed cost, whatever the number of images; 0 for
+            labelme and mask folders, whose converters never import it).
     """
 
     output_dir: str

@@ -27,7 +27,6 @@ none empty, as many records as ``dataset.json`` says; with
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -121,36 +120,29 @@ def encode_example(
             the mask already holds 255 (ignore) outside it.
 
     Returns:
-        The serialized ``tf.train.Example`` bytes.
+        The serialized ``tf.train.Example`` bytes (the same bytes as TensorFlow's
+        deterministic serialization; TensorFlow is not imported).
     """
-    import tensorflow as tf  # local import: keep `import kerasseg.schema` light
+    from kerasseg.example_proto import encode_example as serialize
 
     if image_format not in IMAGE_FORMATS:
         raise SchemaError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
-
-    def _bytes(value: bytes) -> tf.train.Feature:
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
-
-    def _int(value: int) -> tf.train.Feature:
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
-
-    feature = {
-        KEY_IMAGE_ENCODED: _bytes(image_bytes),
-        KEY_IMAGE_FORMAT: _bytes(image_format.encode()),
-        KEY_IMAGE_HEIGHT: _int(height),
-        KEY_IMAGE_WIDTH: _int(width),
-        KEY_IMAGE_CHANNELS: _int(channels),
-        KEY_IMAGE_FILENAME: _bytes(filename.encode("utf-8")),
-        KEY_IMAGE_SOURCE_ID: _bytes(source_id.encode("utf-8")),
-        KEY_MASK_ENCODED: _bytes(mask_png),
-        KEY_MASK_FORMAT: _bytes(b"png"),
+    feature: dict[str, bytes | int] = {
+        KEY_IMAGE_ENCODED: bytes(image_bytes),
+        KEY_IMAGE_FORMAT: image_format.encode(),
+        KEY_IMAGE_HEIGHT: int(height),
+        KEY_IMAGE_WIDTH: int(width),
+        KEY_IMAGE_CHANNELS: int(channels),
+        KEY_IMAGE_FILENAME: filename.encode("utf-8"),
+        KEY_IMAGE_SOURCE_ID: source_id.encode("utf-8"),
+        KEY_MASK_ENCODED: bytes(mask_png),
+        KEY_MASK_FORMAT: b"png",
     }
     if roi_png is not None:
-        feature[KEY_ROI_ENCODED] = _bytes(roi_png)
-    example = tf.train.Example(features=tf.train.Features(feature=feature))
-    # deterministic=True: protobuf map order can differ between processes otherwise,
-    # and conversions must be byte-identical for any worker count.
-    return example.SerializeToString(deterministic=True)
+        feature[KEY_ROI_ENCODED] = bytes(roi_png)
+    # Written without TensorFlow, map keys sorted as protobuf's deterministic serialization
+    # sorts them: conversions are byte-identical for any worker count.
+    return serialize(feature)
 
 
 def encode_volume_example(
@@ -522,22 +514,21 @@ def dataset_info_problems(data: Mapping[str, Any]) -> list[str]:
 def read_dataset_info(dataset_dir: str) -> DatasetInfo:
     """Read and validate ``dataset.json`` of a converted dataset folder.
 
-    Works with any path ``tf.io.gfile`` understands (local, ``gs://``...).
+    Works with any path ``tf.io.gfile`` understands (local, ``gs://``...); local
+    paths are read without importing TensorFlow.
 
     Raises:
         SchemaError: the folder has no ``dataset.json`` (conversion unfinished or
             not a dataset), it is not valid JSON, has another schema version or
             fields of the wrong type.
     """
-    import tensorflow as tf
-
     path = os.path.join(dataset_dir, DATASET_INFO_FILENAME)
-    if not tf.io.gfile.exists(path):
+    if not _exists(path):
         raise SchemaError(
             f"{dataset_dir}: no {DATASET_INFO_FILENAME}; not a converted kerasseg dataset "
             "(or the conversion did not finish). Run labelme2tfrecord or masks2tfrecord first."
         )
-    with tf.io.gfile.GFile(path, "r") as f:
+    with _open_text(path) as f:
         try:
             data = json.load(f)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -565,10 +556,8 @@ def split_files(dataset_dir: str, split: str) -> list[str]:
 
 def read_split_ids(dataset_dir: str, name: str) -> list[str]:
     """Source ids listed in ``splits/<name>.txt`` (e.g. ``train`` or ``fold0_val``)."""
-    import tensorflow as tf
-
     path = os.path.join(dataset_dir, SPLITS_DIRNAME, f"{name}.txt")
-    with tf.io.gfile.GFile(path, "r") as f:
+    with _open_text(path) as f:
         return [line.strip() for line in f if line.strip()]
 
 
@@ -596,6 +585,23 @@ def _file_size(path: str) -> int:
 
         return int(tf.io.gfile.stat(path).length)
     return os.path.getsize(path)
+
+
+def _exists(path: str) -> bool:
+    if _is_remote(path):
+        import tensorflow as tf
+
+        return bool(tf.io.gfile.exists(path))
+    return os.path.exists(path)
+
+
+def _open_text(path: str):
+    """A UTF-8 text file: ``tf.io.gfile`` for remote paths, plain ``open`` for local ones (no TensorFlow)."""
+    if _is_remote(path):
+        import tensorflow as tf
+
+        return tf.io.gfile.GFile(path, "r")
+    return open(path, "r", encoding="utf-8")
 
 
 def _open_binary(path: str):
@@ -640,27 +646,6 @@ def shard_problems(dataset_dir: str, split: str, info: DatasetInfo) -> list[str]
     return problems
 
 
-@functools.lru_cache(maxsize=1)
-def _crc32c_table() -> tuple[int, ...]:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
-        table.append(crc)
-    return tuple(table)
-
-
-def _masked_crc32c(data: bytes) -> int:
-    """TFRecord's masked CRC-32C of ``data`` (pure Python: for the 8-byte length fields)."""
-    table = _crc32c_table()
-    crc = 0xFFFFFFFF
-    for byte in data:
-        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    crc ^= 0xFFFFFFFF
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
 class _CorruptRecord(Exception):
     def __init__(self, index: int, offset: int, problem: str) -> None:
         super().__init__(problem)
@@ -688,6 +673,8 @@ def count_records(path: str) -> int:
 
 
 def _count_framed(path: str) -> int:
+    from kerasseg.tfrecord_file import masked_crc32c
+
     size = _file_size(path)
     count = 0
     offset = 0
@@ -697,7 +684,7 @@ def _count_framed(path: str) -> int:
             if len(header) < 12:
                 raise _CorruptRecord(count, offset, "the file ends inside a record header (truncated)")
             length, length_crc = struct.unpack("<QI", header)
-            if _masked_crc32c(header[:8]) != length_crc:
+            if masked_crc32c(header[:8]) != length_crc:
                 raise _CorruptRecord(count, offset, "its length field fails its checksum")
             end = offset + 12 + length + 4
             if end > size:

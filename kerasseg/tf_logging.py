@@ -10,10 +10,12 @@ explain why); afterwards only errors are logged. Python warnings and our own
 messages are untouched. ``--verbose`` on the commands skips all of this.
 
 The ``kerasseg`` command imports TensorFlow this way before running a
-subcommand. The converters import it only once the sources have been checked
-(a bad file is refused without loading TensorFlow), so their entry points
-call :func:`quiet_tensorflow` and the converter imports through
-:func:`import_tensorflow`, which is quiet only after that.
+subcommand. The labelme and mask-folder converters never import it (they
+write records with :mod:`kerasseg.tfrecord_file`); the volume converter and
+``--verify`` import it only once the sources have been checked (a bad file is
+refused without loading TensorFlow), so the converters' entry points call
+:func:`quiet_tensorflow` and those import through :func:`import_tensorflow`,
+which is quiet only after that.
 
 Library users (``import kerasseg``) are not affected: only the ``kerasseg``,
 ``labelme2tfrecord`` and ``masks2tfrecord`` entry points ask for quiet.

@@ -51,3 +51,36 @@ def test_quick_benchmarks_write_every_key(tmp_path):
     assert all(isinstance(figures[key], float) for key in expected)
     table = (tmp_path / "RESULTS.md").read_text()
     assert "quick mode" in table and "| `train_efficiency` |" in table
+
+
+def _bench_convert():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_convert", REPO_ROOT / "benchmarks" / "bench_convert.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_labelme2voc_comparison_runs_the_given_script_and_skips_without_one(tmp_path, capsys):
+    bench = _bench_convert()
+    # a stand-in for labelme's script: the same command line, writes its output folder
+    script = tmp_path / "labelme2voc.py"
+    script.write_text(
+        "import argparse, pathlib\n"
+        "p = argparse.ArgumentParser(); p.add_argument('input_dir'); p.add_argument('output_dir')\n"
+        "p.add_argument('--labels', required=True)\n"
+        "for flag in ('--noviz', '--nonpy', '--noobject'): p.add_argument(flag, action='store_true')\n"
+        "a = p.parse_args(); assert a.noviz and a.nonpy and a.noobject\n"
+        "out = pathlib.Path(a.output_dir); out.mkdir()\n"
+        "(out / 'n.txt').write_text(str(len(list(pathlib.Path(a.input_dir).glob('*.json')))))\n"
+    )
+    (tmp_path / "work").mkdir()
+    figures = bench.compare_with_labelme2voc(tmp_path / "work", script, sys.executable, sizes=(3,), rounds=1)
+    assert list(figures) == ["convert_vs_labelme2voc_3"] and figures["convert_vs_labelme2voc_3"] > 0
+    assert (tmp_path / "work" / "out_theirs_3" / "n.txt").read_text() == "3"
+    assert (tmp_path / "work" / "out_ours_3" / "dataset.json").is_file()
+
+    (tmp_path / "work2").mkdir()
+    assert bench.compare_with_labelme2voc(tmp_path / "work2", tmp_path / "absent.py") == {}
+    assert "skipped, labelme's labelme2voc.py is not available" in capsys.readouterr().out
