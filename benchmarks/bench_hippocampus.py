@@ -49,13 +49,14 @@ ANCHORS = {"nnU-Net anterior Dice (5-fold CV)": 0.90, "nnU-Net posterior Dice (5
 QUICK_SET = ["model.options={base_filters: 2, depth: 2, norm: instance}", "training.epochs=1",
              "training.steps_per_epoch=2", "data.image_size=[16,16,16]", "training.mixed_precision=false"]
 
-# The whole `kerasseg predict` process, reporting its own peak resident memory.
+# The whole `kerasseg predict` process, reporting its own peak resident memory (peak_memory.py).
 _PREDICT_WITH_PEAK = (
     "import sys\n"
+    f"sys.path.insert(0, {str(HERE)!r})\n"
+    "from peak_memory import own_peak_rss_mb\n"
     "from kerasseg.cli import main\n"
     "status = main(sys.argv[1:])\n"
-    "peak = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')]\n"
-    "print('peak_rss_kb', peak[0].split()[1] if peak else -1)\n"
+    "print('peak_rss_kb', round(own_peak_rss_mb() * 1024))\n"
     "sys.exit(status)\n"
 )
 

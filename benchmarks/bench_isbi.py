@@ -119,8 +119,14 @@ def _curve(history_csv: pathlib.Path) -> list[tuple[float, float]]:
 
 
 def run_fold(model: str, k: int, data: pathlib.Path, *, minutes: float, quick: bool, log: pathlib.Path,
-             run_length: list[str] | None = None) -> dict:
-    name = f"{model}_fold{k}"
+             run_length: list[str] | None = None, crf: bool = True, tag: str = "") -> dict:
+    """Plan, train and evaluate one model on one fold (the module docstring's steps 2-4).
+
+    ``run_length``: ``--set`` overrides of the plan (planned with ``--no-probe`` when given);
+    ``crf=False`` skips the CRF evaluation (its keys are then absent); ``tag`` names the
+    run folder ``<model><tag>_fold<k>`` so that variants of a run do not overwrite each other.
+    """
+    name = f"{model}{tag}_fold{k}"
     run_dir = WORK / "runs" / name
     plan = WORK / "plans" / f"{name}.yaml"
     if run_dir.exists():
@@ -137,18 +143,21 @@ def run_fold(model: str, k: int, data: pathlib.Path, *, minutes: float, quick: b
     train_minutes = (time.perf_counter() - started) / 60.0
     limit = ["--limit", "1"] if quick else []
     model_path = run_dir / "best.keras"
-    plain, crf = run_dir / "eval_val.json", run_dir / "eval_val_crf.json"
+    plain, crf_report = run_dir / "eval_val.json", run_dir / "eval_val_crf.json"
     _cli("kerasseg", "evaluate", "--model", str(model_path), "--data", str(data), "--split", "val",
          "--report", str(plain), *limit, log=log)
-    _cli("kerasseg", "evaluate", "--model", str(model_path), "--data", str(data), "--split", "val", "--crf",
-         "--report", str(crf), *limit, log=log)
+    if crf:
+        _cli("kerasseg", "evaluate", "--model", str(model_path), "--data", str(data), "--split", "val", "--crf",
+             "--report", str(crf_report), *limit, log=log)
     import yaml
 
     trained = yaml.safe_load((run_dir / "config.yaml").read_text())["training"]  # the plan with the overrides
-    row = {"fold": k, **_scores(plain), **{f"{key}_crf": v for key, v in _scores(crf).items()},
+    with_crf = {f"{key}_crf": v for key, v in _scores(crf_report).items()} if crf else {}
+    row = {"fold": k, **_scores(plain), **with_crf,
            "train_minutes": train_minutes, "epochs": trained["epochs"], "steps_per_epoch": trained["steps_per_epoch"],
            "curve": _curve(run_dir / "history.csv")}
-    print(f"{model} fold {k}: mean Dice {row['mean_dice']:.4f} (CRF {row['mean_dice_crf']:.4f}), membrane Dice "
+    shown_crf = f" (CRF {row['mean_dice_crf']:.4f})" if crf else ""
+    print(f"{model}{tag} fold {k}: mean Dice {row['mean_dice']:.4f}{shown_crf}, membrane Dice "
           f"{row['membrane_dice']:.4f}, pixel error {row['pixel_error']:.4f}; {row['epochs']} x "
           f"{row['steps_per_epoch']} steps in {train_minutes:.1f} min", flush=True)
     return row

@@ -1,16 +1,43 @@
-"""Training memory: peak resident memory of U-Net training at 512x512, batch 4.
+"""Training and inference memory, mixed_bfloat16 against float32, and oneDNN on this CPU.
 
-Each figure is measured in a fresh subprocess (``resource.getrusage`` peak RSS
-of that process), so runs do not share allocator state:
+Memory: every figure is the measuring process's own peak resident memory
+(``VmHWM``; ``peak_memory.py`` says why ``ru_maxrss`` is not), each job in a
+fresh process (``training_child.py``), oneDNN on as the ``kerasseg`` command
+runs it:
 
-* ``train_peak_rss_mb``: U-Net (base 64 filters, depth 4: the paper's network;
-  base 16 with ``--quick``), 1-channel 512x512, batch 4, float32, a few steps
-  of ``model.fit`` with Dice+CE and the default metrics;
-* ``train_peak_rss_bf16_mb``: the same under ``mixed_bfloat16``;
-* ``idle_peak_rss_mb``: the same process up to a built, compiled model that
-  has not trained (TensorFlow + model + optimizer), the baseline;
-* ``bf16_vs_fp32_rss``: ratio of the two training peaks (< 1: bf16 saves memory);
-* ``train_over_idle_rss``: training peak / idle peak.
+* ``idle_peak_rss_mb``: TensorFlow + the paper's U-Net (base 64, depth 4;
+  base 16 with ``--quick``) at 512x512x1, compiled, optimizer built, no step;
+* ``train_peak_rss_mb`` / ``train_peak_rss_bf16_mb``: the same trained for a
+  few steps, batch 4, Dice+CE and the default metrics, float32 / mixed_bfloat16;
+  ``train_over_idle_rss`` and ``bf16_vs_fp32_rss`` are their ratios;
+* ``infer_peak_rss_mb``: that U-Net's sliding-window inference of one
+  4096x4096 image (512 tiles, overlap 0.5; 1024x1024 with ``--quick``),
+  ``infer_large_seconds`` its time;
+* ``train3d_peak_rss_mb``: 3D U-Net (base 16, depth 3) trained on 2 patches of
+  64^3 (toy sizes with ``--quick``);
+* ``infer3d_peak_rss_mb``: its sliding-window inference of a 160x256x256 int16
+  volume (64^3 windows, overlap 0.5), ``infer3d_seconds`` its time.
+
+Speed (in-memory tensors, 256x256x1, batch 4, images/s over a few steps after
+a traced warm-up step, one process per oneDNN setting):
+
+* ``train_bf16_vs_fp32_speed`` (U-Net, base 32) and ``..._deeplabv3plus``
+  (MobileNetV2, from scratch): mixed_bfloat16 images/s / float32 images/s;
+* ``train_onednn_speedup_<model>``: float32 images/s with ``TF_ENABLE_ONEDNN_OPTS=1``
+  / with ``=0``;
+* ``cpu_native_bf16``: 1 when the CPU has AVX512_BF16 or AMX-BF16 (else bfloat16
+  is emulated and slow).
+
+Accuracy at equal steps (real data, through the CLI as a user runs it, ISBI
+2012 fold 0 of ``isbi_folds.json``; ``bench_isbi.py`` has the commands):
+``kerasseg plan --no-probe`` then ``kerasseg train`` for the same fixed number
+of steps with ``training.mixed_precision`` false and ``mixed_bfloat16``, then
+``kerasseg evaluate`` of each ``best.keras`` (not run with ``--quick``):
+
+* ``train_bf16_dice_delta`` (U-Net) and ``..._deeplabv3plus``: validation mean
+  Dice of the bfloat16 run minus that of the float32 run;
+* ``train_bf16_vs_fp32_run_time_<model>``: bfloat16 training wall time /
+  float32 (> 1: bfloat16 slower).
 
 Run: ``python benchmarks/bench_training.py [--quick]``.
 """
@@ -20,75 +47,112 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-_CHILD = r"""
-import json, resource, sys
-import numpy as np
-import keras
-import tensorflow as tf
-from kerasseg import losses, metrics, models
-base, steps, policy, train = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
-if policy != "float32":
-    keras.mixed_precision.set_global_policy(policy)
-keras.utils.set_random_seed(0)
-model = models.build("unet", input_shape=(512, 512, 1), num_classes=2, base_filters=base, depth=4)
-model.compile(optimizer="adam", loss=losses.get("dice_ce", num_classes=2),
-              metrics=metrics.default_metrics(2, ["background", "membrane"]))
-rng = np.random.default_rng(0)
-x = rng.normal(size=(4, 512, 512, 1)).astype("float32")
-y = (rng.random((4, 512, 512)) > 0.7).astype("int32")
-ds = tf.data.Dataset.from_tensors((x, y)).repeat()
-if train:
-    model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
-else:
-    model.optimizer.build(model.trainable_variables)
-peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-print("RESULT " + json.dumps({"peak_mb": peak_kb / 1024.0, "params": model.count_params()}))
-"""
+HERE = pathlib.Path(__file__).resolve().parent
+REPO_ROOT = HERE.parent
+CHILD = HERE / "training_child.py"
+# models whose bfloat16 accuracy is measured, and their fixed run (epochs, steps per epoch)
+DICE_RUNS = {"unet": (5, 20), "deeplabv3plus": (4, 15)}
 
 
-def _measure(base: int, steps: int, policy: str, train: bool) -> dict:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    env["PYTHONPATH"] = os.pathsep.join([REPO_ROOT, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(base), str(steps), policy, "1" if train else "0"],
-        env=env, capture_output=True, text=True, timeout=3600,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"training subprocess failed:\n{proc.stderr[-3000:]}")
+def measure(job: str, *, onednn: bool = True, **arguments) -> dict:
+    """Run one ``training_child.py`` job in a fresh process; its ``RESULT`` figures."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_ENABLE_ONEDNN_OPTS="1" if onednn else "0")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    proc = subprocess.run([sys.executable, str(CHILD), job, json.dumps(arguments)],
+                          env=env, capture_output=True, text=True, timeout=3600)
+    if proc.returncode != 0 or "RESULT " not in proc.stdout:
+        raise RuntimeError(f"training_child {job} {arguments} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.split("RESULT ", 1)[1])
 
 
-def run(quick: bool) -> dict[str, float]:
-    """Peak RSS figures (MiB) and their ratios; see the module docstring."""
+def memory(quick: bool) -> dict[str, float]:
     base, steps = (16, 2) if quick else (64, 3)
-    idle = _measure(base, steps, "float32", train=False)
-    fp32 = _measure(base, steps, "float32", train=True)
-    bf16 = _measure(base, steps, "mixed_bfloat16", train=True)
-    results = {
+    unet = {"base": base, "size": 512}
+    idle = measure("idle", **unet)
+    fp32 = measure("train", **unet, batch=4, steps=steps, policy="float32")
+    bf16 = measure("train", **unet, batch=4, steps=steps, policy="mixed_bfloat16")
+    infer = measure("infer", base=base, size=1024 if quick else 4096, tile=512)
+    volume = ({"base": 4, "patch": [16, 16, 16], "classes": 3} if quick
+              else {"base": 16, "patch": [64, 64, 64], "classes": 3})
+    train3d = measure("train3d", **volume, batch=2, steps=2)
+    infer3d = measure("infer3d", **volume, volume=[24, 40, 40] if quick else [160, 256, 256])
+    return {
         "train_peak_rss_mb": round(fp32["peak_mb"], 1),
         "train_peak_rss_bf16_mb": round(bf16["peak_mb"], 1),
         "idle_peak_rss_mb": round(idle["peak_mb"], 1),
         "bf16_vs_fp32_rss": round(bf16["peak_mb"] / fp32["peak_mb"], 3),
         "train_over_idle_rss": round(fp32["peak_mb"] / idle["peak_mb"], 3),
         "unet_parameters": float(fp32["params"]),
+        "infer_peak_rss_mb": round(infer["peak_mb"], 1),
+        "infer_large_seconds": round(infer["seconds"], 2),
+        "train3d_peak_rss_mb": round(train3d["peak_mb"], 1),
+        "infer3d_peak_rss_mb": round(infer3d["peak_mb"], 1),
+        "infer3d_seconds": round(infer3d["seconds"], 2),
     }
-    print(f"U-Net base {base} ({fp32['params']:,} parameters), 512x512x1, batch 4, {steps} steps")
-    print(f"  idle (built + compiled): {results['idle_peak_rss_mb']:.0f} MiB")
-    print(f"  training float32:        {results['train_peak_rss_mb']:.0f} MiB "
-          f"({results['train_over_idle_rss']:.2f}x idle)")
-    print(f"  training mixed_bfloat16: {results['train_peak_rss_bf16_mb']:.0f} MiB "
-          f"({results['bf16_vs_fp32_rss']:.2f}x float32)")
+
+
+def speed(quick: bool) -> dict[str, float]:
+    from kerasseg.planning.hardware import cpu_has_bf16
+
+    models = ["unet"] if quick else ["unet", "deeplabv3plus"]
+    shape = {"size": 64, "batch": 2, "steps": 1} if quick else {"size": 256, "batch": 4, "steps": 4}
+    on = measure("speed", models=models, policies=["float32", "mixed_bfloat16"], **shape)["images_per_s"]
+    off = measure("speed", onednn=False, models=models, policies=["float32"], **shape)["images_per_s"]
+    figures = {"cpu_native_bf16": float(cpu_has_bf16())}
+    for name in models:
+        suffix = "" if name == "unet" else f"_{name}"
+        figures[f"train_bf16_vs_fp32_speed{suffix}"] = round(on[f"{name}/mixed_bfloat16"] / on[f"{name}/float32"], 3)
+        figures[f"train_onednn_speedup_{name}"] = round(on[f"{name}/float32"] / off[f"{name}/float32"], 3)
+    return figures
+
+
+def accuracy(quick: bool) -> dict[str, float]:
+    """bfloat16 vs float32 at equal steps on ISBI fold 0, through the CLI (empty without the data)."""
+    import bench_isbi
+
+    if quick:  # four CLI trainings and evaluations; the commands are bench_isbi's, tested by its quick run
+        print("accuracy part skipped in quick mode (run without --quick)")
+        return {}
+    if not bench_isbi.ISBI_TRAIN.is_dir():
+        print(f"accuracy part skipped: {bench_isbi.ISBI_TRAIN} is absent")
+        return {}
+    bench_isbi.WORK.mkdir(parents=True, exist_ok=True)
+    log = bench_isbi.WORK / "bf16_commands.log"
+    data = bench_isbi.convert_fold(0, bench_isbi.load_folds()[0], log)
+    figures = {}
+    for model, (epochs, steps) in DICE_RUNS.items():
+        rows = {}
+        for tag, policy in (("fp32", "false"), ("bf16", "mixed_bfloat16")):
+            rows[tag] = bench_isbi.run_fold(
+                model, 0, data, minutes=1.0, quick=False, log=log, crf=False, tag=f"_{tag}",
+                run_length=[f"training.epochs={epochs}", f"training.steps_per_epoch={steps}",
+                            "schedule.warmup_epochs=1", f"training.mixed_precision={policy}"])
+        suffix = "" if model == "unet" else f"_{model}"
+        figures[f"train_bf16_dice_delta{suffix}"] = round(rows["bf16"]["mean_dice"] - rows["fp32"]["mean_dice"], 4)
+        figures[f"train_bf16_vs_fp32_run_time_{model}"] = round(
+            rows["bf16"]["train_minutes"] / rows["fp32"]["train_minutes"], 3)
+        print(f"{model}: {epochs} x {steps} steps, mean Dice float32 {rows['fp32']['mean_dice']:.4f}, "
+              f"mixed_bfloat16 {rows['bf16']['mean_dice']:.4f}; minutes {rows['fp32']['train_minutes']:.1f} vs "
+              f"{rows['bf16']['train_minutes']:.1f}", flush=True)
+    return figures
+
+
+def run(quick: bool) -> dict[str, float]:
+    """Every figure of the module docstring."""
+    sys.path.insert(0, str(HERE))
+    results = {**memory(quick), **speed(quick), **accuracy(quick)}
+    for key in sorted(results):
+        print(f"{key}: {results[key]}")
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="base 16 filters, 2 steps")
+    parser.add_argument("--quick", action="store_true", help="toy sizes (tests the code, figures mean nothing)")
     args = parser.parse_args(argv)
     print(json.dumps(run(args.quick), indent=2))
     return 0

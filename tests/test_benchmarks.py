@@ -20,6 +20,12 @@ REQUIRED_KEYS = [
     "tf_crf_vs_pydensecrf",
     "serving_latency_ratio",
     "train_peak_rss_mb",
+    "idle_peak_rss_mb",
+    "infer_peak_rss_mb",
+    "train3d_peak_rss_mb",
+    "infer3d_peak_rss_mb",
+    "train_bf16_vs_fp32_speed",
+    "train_onednn_speedup_unet",
 ]
 # quick mode runs the ISBI path (convert, plan, train, evaluate through the CLI) for U-Net only
 ISBI_KEYS = [
@@ -49,6 +55,8 @@ def test_quick_benchmarks_write_every_key(tmp_path):
     missing = [key for key in expected if key not in figures]
     assert missing == []
     assert all(isinstance(figures[key], float) for key in expected)
+    # each peak is the measuring child's own: training holds activations and gradients an idle model does not
+    assert figures["idle_peak_rss_mb"] < figures["train_peak_rss_mb"]
     table = (tmp_path / "RESULTS.md").read_text()
     assert "quick mode" in table and "| `train_efficiency` |" in table
 
@@ -84,3 +92,34 @@ def test_labelme2voc_comparison_runs_the_given_script_and_skips_without_one(tmp_
     (tmp_path / "work2").mkdir()
     assert bench.compare_with_labelme2voc(tmp_path / "work2", tmp_path / "absent.py") == {}
     assert "skipped, labelme's labelme2voc.py is not available" in capsys.readouterr().out
+
+
+def test_peak_memory_is_the_childs_own_not_the_parents():
+    """``ru_maxrss`` carries a parent's peak into its children; ``own_peak_rss_mb`` (VmHWM) does not."""
+    import numpy as np
+
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    from peak_memory import own_peak_rss_mb
+
+    ballast = np.ones(600 * 2**20, dtype=np.uint8)  # 600 MiB touched: this process's peak is at least that
+    assert own_peak_rss_mb() >= 600
+    child = subprocess.run(
+        [sys.executable, "-c", "import resource, sys; sys.path.insert(0, sys.argv[1]); "
+         "from peak_memory import own_peak_rss_mb; "
+         "print(own_peak_rss_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)",
+         str(REPO_ROOT / "benchmarks")],
+        capture_output=True, text=True, timeout=60, check=True)
+    del ballast
+    own, inherited = (float(v) for v in child.stdout.split())
+    assert own < 200  # a bare Python interpreter
+    assert inherited >= 600  # what the old measurement reported for the same child
+
+
+def test_gpu_check_without_a_gpu_says_so_in_one_json_line():
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO_ROOT),
+               PYTHON=sys.executable)
+    result = subprocess.run([str(REPO_ROOT / "benchmarks" / "gpu_check.sh")], cwd=REPO_ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stdout + result.stderr[-2000:]
+    line = json.loads(result.stdout.strip().splitlines()[-1])
+    assert line["gpus"] == 0 and "no GPU" in line["error"]

@@ -117,6 +117,21 @@ def open_model_and_split(model_path: str, data_dir: str, split: str, normalizati
     return loaded, info, class_names
 
 
+def write_evaluation_reports(evaluator: Any, report_path: str, csv_path: str, *, unit: str = "image") -> None:
+    """Write an evaluator's JSON report, its per-class CSV and ``<csv stem>_per_image.csv``, and say where.
+
+    ``unit`` names a row of the per-image CSV in the message (``"image"`` or ``"volume"``).
+    """
+    for path in (report_path, csv_path):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    per_image_path = os.path.splitext(csv_path)[0] + "_per_image.csv"
+    evaluator.write_json(report_path)
+    evaluator.write_csv(csv_path)
+    evaluator.write_per_image_csv(per_image_path)
+    print(f"report: {report_path}")
+    print(f"csv: {csv_path} (per {unit}: {per_image_path})")
+
+
 def add_plan_flags(parser: argparse.ArgumentParser) -> None:
     """The planner's options, shared by ``kerasseg plan`` and ``kerasseg train DATA --plan``."""
     parser.add_argument("--budget-minutes", type=float, default=None, metavar="M",

@@ -18,6 +18,7 @@ import sys
 from typing import Any
 
 from kerasseg.cli import CommandError
+from kerasseg.commands._shared import write_evaluation_reports
 
 MASK_FORMATS = {"nifti": ".nii.gz", "nrrd": ".nrrd", "mha": ".mha"}
 
@@ -89,19 +90,8 @@ def evaluate(args: argparse.Namespace, loaded: Any, info: Any, class_names: list
     finally:
         progress.close()
     print(evaluator.format_table())
-    _write_reports(evaluator, report_path, csv_path)
+    write_evaluation_reports(evaluator, report_path, csv_path, unit="volume")
     return 0
-
-
-def _write_reports(evaluator: Any, report_path: str, csv_path: str) -> None:
-    for path in (report_path, csv_path):
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    per_image_path = os.path.splitext(csv_path)[0] + "_per_image.csv"
-    evaluator.write_json(report_path)
-    evaluator.write_csv(csv_path)
-    evaluator.write_per_image_csv(per_image_path)
-    print(f"report: {report_path}")
-    print(f"csv: {csv_path} (per volume: {per_image_path})")
 
 
 def list_volume_inputs(inputs: list[str]) -> list[tuple[str, str]]:

@@ -31,6 +31,7 @@ from kerasseg.commands._shared import (
     geometry_for,
     open_model_and_split,
     parse_normalization,
+    write_evaluation_reports,
 )
 
 
@@ -109,12 +110,5 @@ def run(args: argparse.Namespace) -> int:
         progress.close()
 
     print(evaluator.format_table())
-    os.makedirs(os.path.dirname(os.path.abspath(report_path)), exist_ok=True)
-    os.makedirs(os.path.dirname(os.path.abspath(csv_path)), exist_ok=True)
-    per_image_path = os.path.splitext(csv_path)[0] + "_per_image.csv"
-    evaluator.write_json(report_path)
-    evaluator.write_csv(csv_path)
-    evaluator.write_per_image_csv(per_image_path)
-    print(f"report: {report_path}")
-    print(f"csv: {csv_path} (per image: {per_image_path})")
+    write_evaluation_reports(evaluator, report_path, csv_path, unit="image")
     return 0
