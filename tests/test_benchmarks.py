@@ -25,7 +25,6 @@ REQUIRED_KEYS = [
     "train3d_peak_rss_mb",
     "infer3d_peak_rss_mb",
     "train_bf16_vs_fp32_speed",
-    "train_onednn_speedup_unet",
 ]
 # quick mode runs the ISBI path (convert, plan, train, evaluate through the CLI) for U-Net only
 ISBI_KEYS = [

@@ -145,7 +145,7 @@ def make_plan(dataset_dir: str, *, budget_minutes: float = DEFAULT_BUDGET_MINUTE
         kerasseg.schema.SchemaError: not a converted dataset, or no ``train`` split.
     """
     from kerasseg import schema
-    from kerasseg.planning.probe import activation_bytes, time_training
+    from kerasseg.planning.probe import activation_bytes, choose_cpu_precision, time_training
 
     if not budget_minutes > 0:
         raise PlanError(f"--budget-minutes must be > 0, got {budget_minutes}")
@@ -180,7 +180,13 @@ def make_plan(dataset_dir: str, *, budget_minutes: float = DEFAULT_BUDGET_MINUTE
                                   "batch-norm statistics re-estimated on training batches before each validation"))
     timing = None
     if probe:
-        measured = time_training(config, steps=probe_steps, log=log)
+        if hw.cpu_bf16 and not hw.gpu:
+            setting, measured, reason = choose_cpu_precision(config, steps=probe_steps, log=log)
+            config.training.mixed_precision = setting
+            decisions = [Decision(d.key, setting, reason) if d.key == "training.mixed_precision" else d
+                         for d in decisions]
+        else:
+            measured = time_training(config, steps=probe_steps, log=log)
         timing = dataclasses.asdict(measured)
         epochs, steps, run_length = fit_to_budget(budget_minutes, measured, n_train=n_train, batch_size=batch)
     else:

@@ -120,4 +120,30 @@ def time_training(config: Config, *, steps: int = 5, log: Callable[[str], None] 
     return Timing(step_seconds=step, epoch_end_seconds=epoch_end, startup_seconds=startup, probe_seconds=elapsed)
 
 
-__all__ = ["activation_bytes", "time_training"]
+BFLOAT16 = "mixed_bfloat16"
+
+
+def choose_cpu_precision(config: Config, *, steps: int = 5,
+                         log: Callable[[str], None] | None = None) -> tuple[Any, Timing, str]:
+    """Time ``config`` in float32 and in ``mixed_bfloat16`` on this CPU and keep the faster.
+
+    For CPUs with native bfloat16 (AVX512_BF16, AMX), where the gain depends on
+    the model and the CPU; elsewhere bfloat16 is emulated and always slower.
+
+    Returns:
+        ``(training.mixed_precision setting, that setting's Timing, reason)``;
+        the setting is ``False`` (float32) or ``"mixed_bfloat16"``.
+    """
+    timings: dict[Any, Timing] = {}
+    for setting in (False, BFLOAT16):
+        trial = copy.deepcopy(config)
+        trial.training.mixed_precision = setting
+        timings[setting] = time_training(trial, steps=steps, log=log)
+    fp32, bf16 = timings[False].step_seconds, timings[BFLOAT16].step_seconds
+    best = BFLOAT16 if bf16 < fp32 else False
+    reason = (f"timed on this CPU (native bfloat16): a step took {bf16:.3g} s in mixed_bfloat16 and {fp32:.3g} s "
+              f"in float32; {'mixed_bfloat16' if best else 'float32'} is faster")
+    return best, timings[best], reason
+
+
+__all__ = ["BFLOAT16", "activation_bytes", "choose_cpu_precision", "time_training"]

@@ -189,8 +189,13 @@ def draft(fp: Fingerprint, hw: Hardware, *, model: str | None, dataset_dir: str,
     d.append(Decision("schedule.name", "cosine", "cosine decay to the end of the budget: the last epochs refine"))
     d.append(Decision("schedule.min_learning_rate", lr / 100, "1 % of the starting rate"))
     mixed = hw.gpu
-    d.append(Decision("training.mixed_precision", mixed,
-                      "mixed_float16 on the GPU" if mixed else "float32 on a CPU (bfloat16 is not measured faster here)"))
+    if mixed:
+        precision = "mixed_float16 on the GPU"
+    elif hw.cpu_bf16:
+        precision = "float32 unless the timing probe measures mixed_bfloat16 faster on this CPU (native bfloat16)"
+    else:
+        precision = "float32: this CPU has no native bfloat16 (emulated, it is several times slower)"
+    d.append(Decision("training.mixed_precision", mixed, precision))
     d.append(Decision("training.monitor", "val_foreground_dice" if val_split else "foreground_dice",
                       "best.keras is chosen on the foreground classes, ties to the later epoch"))
     d.append(Decision("callbacks.early_stopping_patience", None,

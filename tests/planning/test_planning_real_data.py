@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -78,6 +79,25 @@ def test_probe_times_a_short_real_run(isbi_dataset):
     assert 0 < timing.step_seconds < 10 and timing.epoch_end_seconds > 0 and timing.startup_seconds > 0
     assert timing.probe_seconds > timing.startup_seconds
     assert not os.path.exists(isbi_dataset.parent / "unused")  # the probe ran in a temporary folder
+
+
+@pytest.mark.slow
+def test_precision_probe_keeps_the_faster_of_float32_and_bfloat16(isbi_dataset):
+    """What the planner runs on a CPU with native bfloat16 (here it may be emulated: the faster still wins)."""
+    from kerasseg.planning import make_plan
+    from kerasseg.planning.probe import choose_cpu_precision
+
+    config = make_plan(str(isbi_dataset), budget_minutes=5, probe=False, run_dir=str(isbi_dataset.parent / "p")).config
+    config.model.options = {"base_filters": 4, "depth": 2, "norm": "batch"}
+    config.data.image_size = [64, 64]
+    config.training.batch_size = 2
+    config.training.batchnorm_recalibration_steps = 1
+    setting, timing, reason = choose_cpu_precision(config, steps=2)
+    assert setting in (False, "mixed_bfloat16")
+    bf16, fp32 = (float(word) for word in re.findall(r"took ([0-9.e+-]+) s in mixed_bfloat16 and ([0-9.e+-]+) s", reason)[0])
+    assert timing.step_seconds == pytest.approx(min(bf16, fp32), rel=1e-2)
+    assert (setting == "mixed_bfloat16") == (bf16 < fp32)
+    assert config.training.mixed_precision is False  # the caller's config is not changed
 
 
 def _kerasseg(*words, cwd):
