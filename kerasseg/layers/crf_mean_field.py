@@ -2,7 +2,7 @@
 
 The lattices are built outside (their vertex count is data-dependent, which
 XLA cannot express).  Their neighbour tables are then padded to a bucketed
-size (:func:`padded_size`), so that every array inside has a shape that
+size (:func:`crf_permutohedral.bucket_size`), so that every array inside has a shape that
 depends only on the image size and the bucket: XLA compiles once per image
 size and vertex-count bucket, not once per image.  Inside, splat and blur
 are segment sums and slice is a gather; XLA turns each into one tight loop,
@@ -19,23 +19,15 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from kerasseg.layers.crf_permutohedral import Lattice
+from kerasseg.layers.crf_permutohedral import Lattice, bucket_size
 
 _FN: dict = {}
 
 
-def padded_size(num_vertices: tf.Tensor) -> tf.Tensor:
-    """Table size for ``num_vertices`` vertices: the next power of two (at
-    least 2), so that the compiled shapes repeat across images."""
-    need = tf.maximum(tf.cast(num_vertices, tf.float64), 2.0)
-    size = tf.cast(2.0 ** tf.math.ceil(tf.math.log(need) / tf.math.log(tf.constant(2.0, tf.float64))), tf.int32)
-    return tf.where(tf.cast(size, tf.float64) < need, size * 2, size)  # guard against log round-off
-
-
 def padded_neighbours(lattice: Lattice) -> tf.Tensor:
-    """``(d+1, 2, S)`` blur neighbours over a table of ``S = padded_size(M)``
+    """``(d+1, 2, S)`` blur neighbours over a table of ``S = bucket_size(M)``
     slots, ``-1`` where there is none (a missing neighbour, or a padding slot)."""
-    size = padded_size(lattice.num_vertices)
+    size = bucket_size(lattice.num_vertices)
     nb = tf.where(lattice.neighbours >= lattice.num_vertices, -1, lattice.neighbours)
     return tf.pad(nb, [[0, 0], [0, 0], [0, size - lattice.num_vertices]], constant_values=-1)
 
