@@ -13,7 +13,9 @@ compat 10).  Two images:
 Both sides do the whole job per call: unary from probabilities, features,
 lattice construction, inference.  pydensecrf runs its generic path (the one
 that reproduces its example outputs); ours runs as a ``tf.function``
-(``jit_compile=False``: XLA was slower on CPU) after warm-up.  Times are
+(``jit_compile=False``: the layer compiles its own parts -- lattice
+construction and the mean-field loop -- with XLA) after warm-up, which
+includes those compiles.  Times are
 medians of repeated calls; the ratio is pydensecrf time / our time (>= 1 means
 ours is at least as fast).
 

@@ -40,6 +40,10 @@ Filters:
 * ``"auto"``: the lattice (exact agreement; a 3-D lattice for single-channel
   images, which is the fast path there: 4 simplex corners per pixel instead of
   6 for RGB, and a small key space indexed by a dense table).
+
+With ``xla_lattice`` (the default) the lattice mean-field loop runs as one XLA
+computation (:mod:`crf_mean_field`); without it, as TensorFlow ops with both
+kernels fused into one splat/slice per step (:class:`_FusedPairwise`).
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ import keras
 import tensorflow as tf
 
 from kerasseg.layers import crf_bilateral_grid as _grid
+from kerasseg.layers import crf_mean_field as _mean_field
 from kerasseg.layers import crf_permutohedral as _lattice
 
 # Whether "auto" uses the bilateral grid for single-channel images.  Off: on
@@ -101,9 +106,11 @@ class DenseCRF(keras.layers.Layer):
         bilateral_filter: ``"auto"``, ``"lattice"`` or ``"grid"`` (single-channel
             images only).
         xla_lattice: compile the element-wise part of the lattice construction
-            with XLA (2-4x faster on CPU; compiles once per new image size,
-            which costs about a second). The mean-field loop itself is never
-            XLA-compiled. Turn off for inputs whose size changes every call.
+            and, with lattice filters, the whole mean-field loop with XLA
+            (several times faster on CPU). Compiles once per new image size
+            and lattice-size bucket (vertex counts rounded up to a power of
+            two), which costs about a second. Turn off for inputs whose size
+            changes every call.
     """
 
     def __init__(
@@ -368,8 +375,7 @@ def refine(
 
     # Smoothness kernel: the same for every image, so one lattice on H*W
     # points filters the whole batch (images and classes as channels).
-    gauss_feats = tf.stack([yy / gaussian_sxy, xx / gaussian_sxy], axis=-1)
-    gauss = _lattice_kernel(tf.reshape(gauss_feats, [-1, 2]), None, xla_lattice)
+    gauss_feats = tf.reshape(tf.stack([yy / gaussian_sxy, xx / gaussian_sxy], axis=-1), [-1, 2])
 
     # Appearance kernel: one lattice over all images, kept apart by group id.
     srgb = bilateral_srgb if isinstance(bilateral_srgb, (list, tuple)) else [bilateral_srgb] * channels
@@ -379,15 +385,20 @@ def refine(
     bil_feats = tf.reshape(tf.concat([pos, colour], axis=-1), [-1, 2 + channels])
     group = tf.repeat(tf.range(batch), hw)
     use_grid = bilateral_filter == "grid" or (bilateral_filter == "auto" and channels == 1 and AUTO_GRID)
-    if use_grid:
-        if channels != 1:
-            raise ValueError(f"DenseCRF: bilateral_filter='grid' needs a single-channel image, got {channels} channels")
-        bilateral = _grid_kernel(bil_feats, group)
-    else:
-        bilateral = _lattice_kernel(bil_feats, group, xla_lattice)
+    if use_grid and channels != 1:
+        raise ValueError(f"DenseCRF: bilateral_filter='grid' needs a single-channel image, got {channels} channels")
 
     # Mean field, channel-major: (K, B*H*W), so filtering needs no transposes.
     u = tf.reshape(tf.transpose(unary, [3, 0, 1, 2]), [num_classes, -1])
+    if xla_lattice and not use_grid:  # both lattices, the whole loop in one XLA computation
+        q = _mean_field.mean_field(
+            u, _lattice.build_lattice(gauss_feats, None, xla=True), _lattice.build_lattice(bil_feats, group, xla=True),
+            iterations=iterations, gaussian_compat=gaussian_compat, bilateral_compat=bilateral_compat,
+        )
+        return _to_output(q, num_classes, batch, height, width, out_classes)
+
+    gauss = _lattice_kernel(gauss_feats, None, xla_lattice)
+    bilateral = _grid_kernel(bil_feats, group) if use_grid else _lattice_kernel(bil_feats, group, xla_lattice)
     q = _softmax0(-u)
     gauss_total = tf.tile(gauss.total, [1, batch])  # (1, B*HW)
     total = gaussian_compat * gauss_total + bilateral_compat * bilateral.total  # message of sum(Q) = 1
@@ -406,6 +417,11 @@ def refine(
         msg = tf.concat([msg, total - tf.reduce_sum(msg, axis=0, keepdims=True)], axis=0)
         q = _softmax0(-u + msg)
 
+    return _to_output(q, num_classes, batch, height, width, out_classes)
+
+
+def _to_output(q: tf.Tensor, num_classes, batch, height, width, out_classes) -> tf.Tensor:
+    """Channel-major ``(K, B*H*W)`` -> ``(B, H, W, K)`` (the foreground only for a sigmoid input)."""
     q = tf.transpose(tf.reshape(q, [num_classes, batch, height, width]), [1, 2, 3, 0])
     if out_classes == 1:
         q = q[..., 1:]
