@@ -13,9 +13,10 @@ runs it:
   with ``--quick`` or on a CPU with native bfloat16: emulated, one full-size
   step had not finished after 27 minutes on a shared 2-core AVX2 EPYC);
   ``train_over_idle_rss`` and ``bf16_vs_fp32_rss`` are their ratios;
-* ``infer_peak_rss_mb``: that U-Net's sliding-window inference of one
-  4096x4096 image (512 tiles, overlap 0.5; 1024x1024 with ``--quick``),
-  ``infer_large_seconds`` its time;
+* ``infer_peak_rss_mb``: sliding-window inference of one 2048x2048 image
+  (``kerasseg.inference.predict_probabilities``, 512 tiles, overlap 0.5: 49
+  tiles) by a U-Net of base 32 (the planner's ISBI width; 1024x1024 and base 16
+  with ``--quick``), ``infer_large_seconds`` its time;
 * ``train3d_peak_rss_mb``: 3D U-Net (base 16, depth 3) trained on 2 patches of
   64^3 (toy sizes with ``--quick``);
 * ``infer3d_peak_rss_mb``: its sliding-window inference of a 160x256x256 int16
@@ -82,7 +83,9 @@ def measure(job: str, *, onednn: bool = True, **arguments) -> dict:
                           env=env, capture_output=True, text=True, timeout=3600)
     if proc.returncode != 0 or "RESULT " not in proc.stdout:
         raise RuntimeError(f"training_child {job} {arguments} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.split("RESULT ", 1)[1])
+    figures = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    print(f"  {job} {json.dumps(arguments)}: {json.dumps(figures)}", flush=True)
+    return figures
 
 
 def memory(quick: bool) -> dict[str, float]:
@@ -94,7 +97,7 @@ def memory(quick: bool) -> dict[str, float]:
             "fp32": ("train", {**unet, "batch": 4, "steps": steps, "policy": "float32"}),
             **({"bf16": ("train", {**unet, "batch": 4, "steps": steps, "policy": "mixed_bfloat16"})}
                if quick or _native_bf16() else {}),
-            "infer": ("infer", {"base": base, "size": 1024 if quick else 4096, "tile": 512}),
+            "infer": ("infer", {"base": 16 if quick else 32, "size": 1024 if quick else 2048, "tile": 512}),
             "train3d": ("train3d", {**volume, "batch": 2, "steps": 2}),
             "infer3d": ("infer3d", {**volume, "volume": [24, 40, 40] if quick else [160, 256, 256]})}
     # a peak does not depend on what other processes do, so quick mode runs two at a time;
