@@ -7,6 +7,10 @@ models are made of. Measured on a 2-core AVX2 EPYC, one training step,
 TensorFlow 2.21: 3D U-Net (8 filters, 2 x 40x56x40) 3.7 s -> 1.28 s, DeepLabv3+
 (MobileNetV2, 4 x 256x256) 28.4 s -> 10.3 s, 2D U-Net unchanged. So the command
 turns oneDNN on unless the user set ``TF_ENABLE_ONEDNN_OPTS`` themselves.
+Not reproduced since: ``benchmarks/bench_training.py`` (``train_onednn_speedup_<model>``,
+whole processes, 256x256, batch 4, on the same kind of machine under load) measured
+0.93x for U-Net and 1.00x for DeepLabv3+ on 2026-12-03, so the setting is kept
+as harmless but its gain is unconfirmed.
 Library users (``import kerasseg``) decide for themselves: nothing happens at import.
 """
 
