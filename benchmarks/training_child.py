@@ -15,7 +15,8 @@ Jobs (all on synthetic tensors: memory and speed do not depend on the pixels):
 * ``train3d``: 3D U-Net ``fit`` on ``batch`` patches of ``patch``.
 * ``infer3d``: ``kerasseg.volume_inference.VolumePredictor`` over one int16 ``volume``.
 * ``speed``: training images/s of each ``models`` entry under each ``policies``
-  entry, timed over ``steps`` steps after a warm-up ``fit`` (tracing excluded).
+  entry (leaving out the ``"model/policy"`` pairs in ``skip``), timed over
+  ``steps`` steps after a warm-up ``fit`` (tracing excluded).
 """
 
 from __future__ import annotations
@@ -123,12 +124,15 @@ def _speed_model(name: str, size: int, policy: str):
     return model
 
 
-def speed(models: list[str], policies: list[str], size: int, batch: int, steps: int) -> dict:
+def speed(models: list[str], policies: list[str], size: int, batch: int, steps: int,
+          skip: tuple[str, ...] = ()) -> dict:
     import keras
 
     figures = {}
     for name in models:
         for policy in policies:
+            if f"{name}/{policy}" in skip:
+                continue
             model = _speed_model(name, size, policy)
             data = _batches((batch, size, size, 1), (batch, size, size))
             model.fit(data, steps_per_epoch=1, epochs=1, verbose=0)  # traces the step
