@@ -14,8 +14,8 @@ from typing import Iterable
 
 from data_tools.errors import AnnotationError
 from data_tools.rasterize import BACKGROUND_LABEL, IGNORE_LABEL
+from kerasseg.schema import IGNORE_INDEX
 
-IGNORE_INDEX = 255
 MAX_CLASSES = 255  # ids 0..254; 255 is the ignore index
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from kerasseg.schema import IGNORE_INDEX
+
 IGNORE_COLOUR = (128, 128, 128)
 
 
@@ -48,7 +50,7 @@ def overlay(pixels: np.ndarray, mask: np.ndarray, *, alpha: float = 0.5) -> np.n
     """
     base = display_rgb(pixels).astype(np.float32)
     colours = _COLOURS[mask].astype(np.float32)
-    colours[mask == 255] = IGNORE_COLOUR
+    colours[mask == IGNORE_INDEX] = IGNORE_COLOUR
     labelled = (mask != 0)[:, :, None]
     out = np.where(labelled, (1 - alpha) * base + alpha * colours, base)
     return out.round().clip(0, 255).astype(np.uint8)

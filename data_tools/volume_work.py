@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from data_tools.errors import AnnotationError
+from kerasseg.schema import IGNORE_INDEX
 from kerasseg.volume_io import VolumeError, geometry_difference, read_volume, read_volume_info
 
-IGNORE_INDEX = 255
 UINT16_MAX = 65535
 AXIS_NAMES = "zyx"
 

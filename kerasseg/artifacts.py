@@ -47,6 +47,7 @@ from typing import Any, Mapping, Sequence
 
 from kerasseg.errors import ArtifactError
 from kerasseg.predict_graph import InferenceGeometry
+from kerasseg.schema import IGNORE_INDEX
 
 MODEL_INFO_FILENAME = "model_info.json"
 MODEL_INFO_VERSION = 3
@@ -112,7 +113,7 @@ class ModelInfo:
     image_dtype: str = "uint8"
     image_size: tuple[int, ...] | None = None
     geometry: InferenceGeometry = dataclasses.field(default_factory=InferenceGeometry)
-    ignore_index: int = 255
+    ignore_index: int = IGNORE_INDEX
     model: str = ""
     crf: dict = dataclasses.field(default_factory=dict)
     dataset: str = ""
@@ -194,7 +195,7 @@ class ModelInfo:
             image_dtype=str(data.get("image_dtype", "uint8")),
             image_size=image_size,
             geometry=geometry,
-            ignore_index=int(data.get("ignore_index", 255)),
+            ignore_index=int(data.get("ignore_index", IGNORE_INDEX)),
             model=str(data.get("model", "")),
             crf=dict(data.get("crf") or {}),
             dataset=str(data.get("dataset", "")),

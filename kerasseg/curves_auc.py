@@ -53,6 +53,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from kerasseg.schema import IGNORE_INDEX
+
 __all__ = ["ProbabilityCurves", "DEFAULT_BINS"]
 
 DEFAULT_BINS = 16384
@@ -84,7 +86,7 @@ class ProbabilityCurves:
         class_names: Sequence[str],
         *,
         bins: int = DEFAULT_BINS,
-        ignore_index: int | None = 255,
+        ignore_index: int | None = IGNORE_INDEX,
     ) -> None:
         if int(num_classes) < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")

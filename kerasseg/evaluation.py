@@ -94,6 +94,7 @@ import numpy as np
 
 from kerasseg.classes import foreground_indices
 from kerasseg.curves_auc import ProbabilityCurves
+from kerasseg.schema import IGNORE_INDEX
 
 __all__ = [
     "EMPTY_POLICY",
@@ -105,8 +106,6 @@ __all__ = [
     "assd",
     "binary_scores",
 ]
-
-IGNORE_INDEX = 255
 
 EMPTY_POLICY = (
     "class absent from truth and prediction: Dice=IoU=1, HD95=ASSD=0 (image not averaged into "

@@ -56,6 +56,7 @@ import keras
 import tensorflow as tf
 
 from kerasseg._targets import labels_and_weights
+from kerasseg.schema import IGNORE_INDEX
 
 __all__ = [
     "LossSpecError",
@@ -73,7 +74,6 @@ __all__ = [
 ]
 
 _EPSILON = 1e-7
-IGNORE_INDEX = 255
 
 
 class LossSpecError(ValueError):

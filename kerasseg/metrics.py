@@ -42,6 +42,7 @@ import keras
 import tensorflow as tf
 
 from kerasseg._targets import labels_and_weights
+from kerasseg.schema import IGNORE_INDEX
 
 __all__ = [
     "ConfusionMatrixMetric",
@@ -58,8 +59,6 @@ __all__ = [
     "metric_name_for_class",
     "default_metrics",
 ]
-
-IGNORE_INDEX = 255
 
 
 def _num_label_classes(num_classes: int) -> int:

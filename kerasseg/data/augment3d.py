@@ -56,6 +56,8 @@ import dataclasses
 import math
 from typing import Any, Mapping, Sequence
 
+from kerasseg.schema import IGNORE_INDEX
+
 # What a volume training config augments with unless it says otherwise (and what
 # ``kerasseg plan`` writes): the defaults of Augment3DConfig, probabilities only.
 RECOMMENDED_AUGMENTATION_3D: dict[str, float] = {
@@ -244,7 +246,7 @@ def as_augment3d_config(augment: Any) -> Augment3DConfig | None:
     raise TypeError(f"augment must be a bool, dict, preset name or Augment3DConfig, got {type(augment).__name__}")
 
 
-def augment_volume(image, labels, *, config: Augment3DConfig, seed, ignore_index: int = 255):
+def augment_volume(image, labels, *, config: Augment3DConfig, seed, ignore_index: int = IGNORE_INDEX):
     """Augment one patch (or small volume) with ``config``.
 
     Args:
@@ -269,7 +271,7 @@ def augment_volume(image, labels, *, config: Augment3DConfig, seed, ignore_index
 
 
 def augment_patch(volume, labels, start, patch_size, *, config: Augment3DConfig | None, seed,
-                  ignore_index: int = 255):
+                  ignore_index: int = IGNORE_INDEX):
     """The ``patch_size`` patch of ``volume`` at ``start``, through ``config``'s augmentations.
 
     Rotation, scaling and elastic deformation turn about the patch centre and

@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-IGNORE_INDEX = 255
+from kerasseg.schema import IGNORE_INDEX
 
 
 def _cv2():

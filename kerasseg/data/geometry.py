@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from kerasseg.schema import IGNORE_INDEX
+
 
 def as_size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
     """``256`` -> ``(256, 256)``; ``(h, w)`` unchanged; ``None`` stays ``None``."""
@@ -103,7 +105,7 @@ def crop_to_size(x, height, width):
     return x[:height, :width]
 
 
-def pad_to_at_least(image, mask, size: Sequence[int], *, ignore_index: int = 255):
+def pad_to_at_least(image, mask, size: Sequence[int], *, ignore_index: int = IGNORE_INDEX):
     """Pad ``image`` with 0 and ``mask`` with ``ignore_index`` (bottom/right split evenly)
     until both are at least ``size = (h, w)``."""
     import tensorflow as tf
@@ -120,7 +122,7 @@ def pad_to_at_least(image, mask, size: Sequence[int], *, ignore_index: int = 255
     return image, mask
 
 
-def center_crop(image, mask, size: Sequence[int], *, ignore_index: int = 255):
+def center_crop(image, mask, size: Sequence[int], *, ignore_index: int = IGNORE_INDEX):
     """Central ``size`` patch of ``image`` ``(H, W, C)`` and ``mask`` ``(H, W)``;
     pads first (mask with ``ignore_index``) when the image is smaller."""
     import tensorflow as tf
@@ -144,7 +146,7 @@ def random_crop(
     seed,
     *,
     foreground_fraction: float = 0.5,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
 ):
     """Random ``size`` patch with foreground-biased sampling (stateless).
 

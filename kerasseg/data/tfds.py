@@ -8,6 +8,7 @@ from typing import Any, Mapping, Sequence
 
 from kerasseg.data import augment as augment_lib
 from kerasseg.data.pipeline import _finish, _make_plan
+from kerasseg.schema import IGNORE_INDEX
 
 #: Known datasets: mask key, label map (source value -> class id, 255 = ignore) and class names.
 #: oxford_iiit_pet trimaps are 1 = pet, 2 = background, 3 = border ("not classified").
@@ -120,15 +121,15 @@ def from_tfds(
     plan = _make_plan(
         image_size=image_size, geometry=geometry, size_divisor=size_divisor,
         foreground_fraction=foreground_fraction, augment=augment, normalization=normalization,
-        class_weights=class_weights, info=None, num_classes=num_classes, ignore_index=255,
+        class_weights=class_weights, info=None, num_classes=num_classes, ignore_index=IGNORE_INDEX,
         channels=channels, seed=seed, split=split,
     )
 
     table = None
     if label_map is not None:
-        values = [255] * 256
+        values = [IGNORE_INDEX] * 256
         for src, dst in label_map.items():
-            if not (0 <= int(src) <= 255 and (0 <= int(dst) < num_classes or int(dst) == 255)):
+            if not (0 <= int(src) <= 255 and (0 <= int(dst) < num_classes or int(dst) == IGNORE_INDEX)):
                 raise ValueError(f"from_tfds: label_map entry {src}->{dst} is outside 0..255 / the class set")
             values[int(src)] = int(dst)
         table = tf.constant(values, tf.uint8)
@@ -143,7 +144,7 @@ def from_tfds(
         if table is not None:
             mask = tf.gather(table, tf.clip_by_value(mask, 0, 255))
         else:
-            valid = tf.logical_or(mask < num_classes, tf.equal(mask, 255))
+            valid = tf.logical_or(mask < num_classes, tf.equal(mask, IGNORE_INDEX))
             with tf.control_dependencies(
                 [tf.debugging.Assert(tf.reduce_all(valid), [f"{name}: mask value outside the class set",
                                                            tf.reduce_max(mask)])]

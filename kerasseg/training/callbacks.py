@@ -28,6 +28,7 @@ import keras
 import numpy as np
 
 from kerasseg.training.run_dir import write_json
+from kerasseg.schema import IGNORE_INDEX
 
 BACKUP_WEIGHTS_PREFIX = "epoch-"
 BACKUP_STATE_FILENAME = "state.json"
@@ -101,7 +102,7 @@ class FullImageValidation(keras.callbacks.Callback):
     """
 
     def __init__(self, examples: Callable[[], Iterable[tuple[Any, Any]]], predictor: Callable[[Any], Any], *,
-                 class_names: Sequence[str], loss_fn: Any = None, ignore_index: int = 255,
+                 class_names: Sequence[str], loss_fn: Any = None, ignore_index: int = IGNORE_INDEX,
                  limit: int | None = None):
         super().__init__()
         self.examples = examples
