@@ -65,29 +65,14 @@ def test_fingerprint_pixel_fraction_matches_the_label_files(isbi_dataset, isbi_m
 
 
 @pytest.mark.slow
-def test_probe_times_a_short_real_run(isbi_dataset):
-    from kerasseg.planning import make_plan
-    from kerasseg.planning.probe import time_training
-
-    plan = make_plan(str(isbi_dataset), budget_minutes=5, probe=False, run_dir=str(isbi_dataset.parent / "unused"))
-    config = plan.config
-    config.model.options = {"base_filters": 4, "depth": 2, "norm": "batch"}
-    config.data.image_size = [64, 64]
-    config.training.batch_size = 2
-    config.training.batchnorm_recalibration_steps = 1
-    timing = time_training(config, steps=3)
-    assert 0 < timing.step_seconds < 10 and timing.epoch_end_seconds > 0 and timing.startup_seconds > 0
-    assert timing.probe_seconds > timing.startup_seconds
-    assert not os.path.exists(isbi_dataset.parent / "unused")  # the probe ran in a temporary folder
-
-
-@pytest.mark.slow
-def test_precision_probe_keeps_the_faster_of_float32_and_bfloat16(isbi_dataset):
-    """What the planner runs on a CPU with native bfloat16 (here it may be emulated: the faster still wins)."""
+def test_probe_times_short_real_runs_and_keeps_the_faster_precision(isbi_dataset):
+    """The timing probe, as the planner runs it on a CPU with native bfloat16: one short real
+    run in float32 and one in mixed_bfloat16 (here it may be emulated: the faster still wins)."""
     from kerasseg.planning import make_plan
     from kerasseg.planning.probe import choose_cpu_precision
 
-    config = make_plan(str(isbi_dataset), budget_minutes=5, probe=False, run_dir=str(isbi_dataset.parent / "p")).config
+    unused = isbi_dataset.parent / "unused"
+    config = make_plan(str(isbi_dataset), budget_minutes=5, probe=False, run_dir=str(unused)).config
     config.model.options = {"base_filters": 4, "depth": 2, "norm": "batch"}
     config.data.image_size = [64, 64]
     config.training.batch_size = 2
@@ -98,6 +83,9 @@ def test_precision_probe_keeps_the_faster_of_float32_and_bfloat16(isbi_dataset):
     assert timing.step_seconds == pytest.approx(min(bf16, fp32), rel=1e-2)
     assert (setting == "mixed_bfloat16") == (bf16 < fp32)
     assert config.training.mixed_precision is False  # the caller's config is not changed
+    assert 0 < timing.step_seconds < 10 and timing.epoch_end_seconds > 0 and timing.startup_seconds > 0
+    assert timing.probe_seconds > timing.startup_seconds
+    assert not os.path.exists(unused)  # the probe ran in a temporary folder
 
 
 def _kerasseg(*words, cwd):
