@@ -1,4 +1,4 @@
-"""The one error type of ``data_tools``.
+"""The errors of ``data_tools``: :class:`AnnotationError` and its subclass.
 
 Every problem a user can cause (a bad annotation, a missing image, a refused
 output folder) raises :class:`AnnotationError` (or its subclass
