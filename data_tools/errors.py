@@ -1,18 +1,24 @@
-"""The one error type of ``data_tools``.
+"""The errors of ``data_tools``: :class:`AnnotationError` and its subclass.
 
 Every problem a user can cause (a bad annotation, a missing image, a refused
 output folder) raises :class:`AnnotationError` (or its subclass
 :class:`ConversionError` for problems with the run as a whole). Each carries the
 offending ``path`` and a plain-language ``problem`` so the message always names
 the file and what is wrong with it.
+
+:class:`AnnotationError` derives from :class:`kerasseg.errors.KerasSegError`
+(and from ``ValueError``), so one ``except KerasSegError`` catches the
+converters' errors and kerasseg's alike.
 """
 
 from __future__ import annotations
 
 import os
 
+from kerasseg.errors import KerasSegError
 
-class AnnotationError(ValueError):
+
+class AnnotationError(KerasSegError, ValueError):
     """A source file (annotation, image, mask, label list) cannot be converted.
 
     Attributes:

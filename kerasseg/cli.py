@@ -5,6 +5,12 @@ Each subcommand lives in its own module under ``kerasseg.commands`` exposing
 ``run(args: argparse.Namespace) -> int``. Modules are imported only when their
 subcommand runs, so ``kerasseg --help`` stays fast and TensorFlow is loaded
 only when needed.
+
+A command reports a problem the user can fix by raising
+:class:`kerasseg.errors.CommandError` (or letting any other
+:class:`kerasseg.errors.KerasSegError` through): :func:`main` prints it as
+``kerasseg <command>: error: <message>``, without a traceback, and returns 2.
+``CommandError`` is importable from here too, as it always was.
 """
 
 from __future__ import annotations
@@ -15,6 +21,9 @@ import sys
 from typing import Sequence
 
 from kerasseg import __version__
+from kerasseg.errors import CommandError, KerasSegError
+
+__all__ = ["COMMANDS", "CommandError", "build_parser", "main"]
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -27,10 +36,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "crf-tune": ("kerasseg.commands.crf_tune", "grid-search dense CRF parameters on a split"),
     "data": ("kerasseg.commands.data", "inspect converted datasets (verify, show)"),
 }
-
-
-class CommandError(Exception):
-    """A user-facing error: printed without a traceback, exit status 2."""
 
 
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
@@ -83,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import_tensorflow_quietly(verbose=args.verbose)
     try:
         return int(args._run(args) or 0)
-    except CommandError as e:
+    except KerasSegError as e:  # CommandError, and any user-facing error a command let through
         print(f"kerasseg {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -37,6 +37,8 @@ from typing import Any, Iterable, Mapping, Sequence, Union
 
 import yaml
 
+from kerasseg.errors import ConfigError
+
 __all__ = [
     "ConfigError",
     "DataConfig",
@@ -55,10 +57,6 @@ __all__ = [
     "to_dict",
     "yaml_load",
 ]
-
-
-class ConfigError(ValueError):
-    """The configuration is invalid (unknown key, wrong type, bad value)."""
 
 
 class _Loader(yaml.SafeLoader):

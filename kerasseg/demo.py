@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from kerasseg.errors import DemoFailed
+
 LESION_DICE_TARGET = 0.80
 
 
@@ -71,10 +73,6 @@ class DemoSummary:
     savedmodel_dir: str
     savedmodel_agrees: bool
     seconds: dict[str, float]
-
-
-class DemoFailed(RuntimeError):
-    """Training diverged, missed its target, or the export disagreed."""
 
 
 def demo_config(workdir: pathlib.Path, settings: DemoSettings, *, verbose: int = 1) -> Any:

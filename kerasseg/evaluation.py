@@ -94,6 +94,7 @@ import numpy as np
 
 from kerasseg.classes import foreground_indices
 from kerasseg.curves_auc import ProbabilityCurves
+from kerasseg.errors import EvaluationError
 from kerasseg.schema import IGNORE_INDEX
 
 __all__ = [
@@ -115,10 +116,6 @@ EMPTY_POLICY = (
 )
 
 _CHUNK_ELEMENTS = 1 << 22
-
-
-class EvaluationError(ValueError):
-    """Inputs to the evaluator are inconsistent (shape, dtype, label values)."""
 
 
 # --------------------------------------------------------------------------- geometry

@@ -32,6 +32,8 @@ import tempfile
 import uuid
 from typing import Any, Mapping, Sequence
 
+from kerasseg.errors import ExportError
+
 MODEL_CARD_FILENAME = "kerasseg_model.json"
 TFLITE_DIRNAME = "tflite"
 TFLITE_FLOAT32 = "model_float32.tflite"
@@ -42,10 +44,6 @@ DEFAULT_TFLITE_SIZE = 256
 # resize to the training size (6.5 GB measured at 8000x8000 for a 4-filter U-Net):
 # the serving pixel limit of models with "whole" geometry is this unless given.
 WHOLE_IMAGE_SERVING_PIXELS = 16_000_000
-
-
-class ExportError(ValueError):
-    """The model, its metadata or the export folder cannot be exported as asked."""
 
 
 # --------------------------------------------------------------------------- helpers

@@ -43,6 +43,8 @@ import os
 import struct
 from typing import Any
 
+from kerasseg.errors import PixelLimitError
+
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "ENV_VAR",
@@ -62,40 +64,6 @@ ENV_VAR = "KERASSEG_MAX_PIXELS"
 HEADER_BYTES = 1 << 18
 """Bytes of a file that :func:`image_header_size` needs at most for PNG, GIF,
 BMP, WebP and JPEG files with ordinary metadata (TIFF may need the whole file)."""
-
-
-class PixelLimitError(ValueError):
-    """An image is larger than the pixel limit (or the limit itself is invalid).
-
-    Attributes:
-        source: the file or input at fault (``None`` for a bad limit setting).
-        height, width: the size read from the header (``None`` for a bad setting).
-        limit: the limit in force.
-        problem: the message without the source.
-    """
-
-    def __init__(
-        self,
-        problem: str,
-        *,
-        source: str | None = None,
-        height: int | None = None,
-        width: int | None = None,
-        limit: int | None = None,
-    ) -> None:
-        self.source = source
-        self.height = height
-        self.width = width
-        self.limit = limit
-        self.problem = problem
-        super().__init__(f"{source}: {problem}" if source else problem)
-
-    def __reduce__(self):  # keep the attributes across process boundaries (converter workers)
-        return (_rebuild, (self.problem, self.source, self.height, self.width, self.limit))
-
-
-def _rebuild(problem, source, height, width, limit) -> PixelLimitError:
-    return PixelLimitError(problem, source=source, height=height, width=width, limit=limit)
 
 
 def max_pixels() -> int:

@@ -56,6 +56,7 @@ import keras
 import tensorflow as tf
 
 from kerasseg._targets import labels_and_weights
+from kerasseg.errors import LossSpecError
 from kerasseg.schema import IGNORE_INDEX
 
 __all__ = [
@@ -74,10 +75,6 @@ __all__ = [
 ]
 
 _EPSILON = 1e-7
-
-
-class LossSpecError(ValueError):
-    """A loss specification (name, keyword or weight) is invalid."""
 
 
 # --------------------------------------------------------------------------- helpers

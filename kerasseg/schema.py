@@ -34,6 +34,8 @@ import re
 import struct
 from typing import Any, Mapping, Sequence
 
+from kerasseg.errors import SchemaError
+
 SCHEMA_VERSION = 2
 """Version written by this kerasseg. 2 adds volume records (``dimensions: 3``); 1 is still read."""
 SUPPORTED_SCHEMA_VERSIONS = (1, 2)
@@ -71,10 +73,6 @@ KEY_VOLUME_MASK_ENCODED = "volume/segmentation/class/encoded"  # raw-zlib uint8 
 VOLUME_ENCODING = "raw-zlib"
 VOLUME_DTYPES = ("uint8", "int8", "uint16", "int16", "int32", "float32", "float64")
 """Voxel storage types kept as they are in a volume record."""
-
-
-class SchemaError(ValueError):
-    """A dataset folder or record does not follow the kerasseg schema."""
 
 
 _FIX = (

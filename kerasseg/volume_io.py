@@ -31,7 +31,7 @@ import secrets
 import struct
 from typing import Any, Iterator, Sequence
 
-from kerasseg.errors import KerasSegError
+from kerasseg.errors import VolumeError
 
 __all__ = [
     "VOLUME_EXTENSIONS",
@@ -59,23 +59,6 @@ GEOMETRY_TOLERANCE = 1e-3
 _KEPT_DTYPES = ("uint8", "int8", "uint16", "int16", "int32", "float32", "float64")  # kerasseg.schema.VOLUME_DTYPES
 _WIDENED = ("uint32", "uint64", "int64")  # stored as int32 when every value fits (lossless)
 _DICOM_TAGS = {"position": "0020|0032", "orientation": "0020|0037"}
-
-
-class VolumeError(KerasSegError, ValueError):
-    """A volume file or DICOM series cannot be read (or written) as kerasseg needs.
-
-    Attributes:
-        path: the file or series folder at fault.
-        problem: what is wrong with it, without the path.
-    """
-
-    def __init__(self, path: str | os.PathLike | None, problem: str) -> None:
-        self.path = None if path is None else os.fspath(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}" if self.path else problem)
-
-    def __reduce__(self):  # keep path/problem across process boundaries (converter workers)
-        return (type(self), (self.path, self.problem))
 
 
 @dataclasses.dataclass(frozen=True)

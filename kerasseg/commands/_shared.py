@@ -9,7 +9,7 @@ import argparse
 import os
 from typing import Any
 
-from kerasseg.cli import CommandError
+from kerasseg.errors import CommandError
 
 
 def add_inference_flags(parser: argparse.ArgumentParser, *, crf_help: str = "refine with the dense CRF") -> None:

@@ -17,7 +17,7 @@ import os
 import sys
 from typing import Any
 
-from kerasseg.cli import CommandError
+from kerasseg.errors import CommandError
 from kerasseg.commands._shared import write_evaluation_reports
 
 MASK_FORMATS = {"nifti": ".nii.gz", "nrrd": ".nrrd", "mha": ".mha"}

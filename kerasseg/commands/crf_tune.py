@@ -26,7 +26,7 @@ import os
 import sys
 from typing import Any
 
-from kerasseg.cli import CommandError
+from kerasseg.errors import CommandError
 from kerasseg.commands._shared import add_geometry_flags, geometry_for, open_model_and_split, parse_normalization
 
 

@@ -40,7 +40,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kerasseg.cli import CommandError
+    from kerasseg.errors import CommandError
 
     if args.data_command == "verify":
         from data_tools.errors import AnnotationError

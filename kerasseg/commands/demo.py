@@ -22,7 +22,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from kerasseg.cli import CommandError
+    from kerasseg.errors import CommandError
     from kerasseg.demo import DemoFailed, DemoSettings, run_demo
 
     settings = DemoSettings.quick() if args.quick else DemoSettings()

@@ -24,7 +24,7 @@ import argparse
 import os
 import sys
 
-from kerasseg.cli import CommandError
+from kerasseg.errors import CommandError
 from kerasseg.commands._shared import (
     add_inference_flags,
     crf_params,

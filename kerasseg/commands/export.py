@@ -22,7 +22,7 @@ import json
 import os
 import sys
 
-from kerasseg.cli import CommandError
+from kerasseg.errors import CommandError
 from kerasseg.commands._shared import parse_normalization
 
 # DenseCRF arguments that model_info.json's CRF settings (pydensecrf names) map to

@@ -30,7 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from kerasseg.cli import CommandError
+from kerasseg.errors import CommandError
 from kerasseg.commands._shared import add_inference_flags, crf_params, geometry_for, parse_normalization
 
 

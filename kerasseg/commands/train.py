@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from kerasseg.cli import CommandError
+from kerasseg.errors import CommandError
 from kerasseg.commands._shared import add_plan_flags, make_plan_from_args
 
 PLAN_FILENAME = "plan.yaml"
@@ -84,16 +84,11 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"{args.config}: training.strategy: {e}") from None
 
     from kerasseg import training
-    from kerasseg.data.preprocess import NormalizationError
     from kerasseg.errors import KerasSegError
-    from kerasseg.losses import LossSpecError
-    from kerasseg.models import ModelConfigError
-    from kerasseg.schema import SchemaError
 
     try:
         result = training.fit(config, strategy=strategy)
-    except (training.TrainingError, SchemaError, NormalizationError, LossSpecError, ConfigError,
-            ModelConfigError, KerasSegError) as e:
+    except KerasSegError as e:  # TrainingError, SchemaError, ConfigError, ModelConfigError...: name the config
         raise CommandError(f"{args.config}: {e}") from None
     except OSError as e:  # a full disk, a read-only or vanished run folder
         target = f" {e.filename}" if e.filename else ""

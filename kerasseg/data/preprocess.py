@@ -41,13 +41,11 @@ from __future__ import annotations
 import copy
 from typing import Any, Mapping
 
+from kerasseg.errors import NormalizationError
+
 DEFAULT_NORMALIZATION: dict[str, Any] = {"method": "zscore"}
 METHODS = ("zscore", "dataset", "minmax", "percentile", "window", "scale", "clip_zscore", "none")
 _DTYPE_MAX = {"uint8": 255.0, "uint16": 65535.0, "int8": 127.0, "int16": 32767.0}
-
-
-class NormalizationError(ValueError):
-    """A normalization config is malformed or lacks a required statistic."""
 
 
 # the keys each method reads (besides "method")

@@ -30,7 +30,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from kerasseg.models.errors import ModelConfigError
+from kerasseg.errors import ModelConfigError
 from kerasseg.models.registry import available, build, get_builder, paper, spatial_dims
 
 _LAZY = {

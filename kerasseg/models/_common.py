@@ -7,7 +7,7 @@ from typing import Any
 
 import keras
 
-from kerasseg.models.errors import ModelConfigError
+from kerasseg.errors import ModelConfigError
 
 __all__ = ["ModelConfigError"]
 

@@ -44,7 +44,7 @@ def resolve_momentum(batchnorm_momentum: float | None, *, pretrained: bool, defa
     if batchnorm_momentum is not None:
         value = float(batchnorm_momentum)
         if not 0.0 <= value < 1.0:
-            from kerasseg.models.errors import ModelConfigError
+            from kerasseg.errors import ModelConfigError
 
             raise ModelConfigError(f"batchnorm_momentum must be in [0, 1), got {batchnorm_momentum!r}")
         return value

@@ -6,7 +6,7 @@ import difflib
 import importlib
 from typing import Any, Callable, Sequence
 
-from kerasseg.models.errors import ModelConfigError
+from kerasseg.errors import ModelConfigError
 
 # name -> (module, builder function, paper)
 _REGISTRY: dict[str, tuple[str, str, str]] = {

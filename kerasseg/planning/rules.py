@@ -14,6 +14,7 @@ from typing import Any
 
 from kerasseg.config import Config, from_dict
 from kerasseg.data.augment import RECOMMENDED_AUGMENTATION
+from kerasseg.errors import PlanError
 from kerasseg.planning.fingerprint import Fingerprint
 from kerasseg.planning.hardware import Hardware
 
@@ -34,10 +35,6 @@ TIME_LIMIT_FACTOR = 1.25
 # learns ISBI membranes in tests/models/test_models_learn_real_data.py (SegNet needs the higher one).
 LEARNING_RATES = {"unet": 1e-3, "attention_unet": 1e-3, "segnet": 3e-3, "deeplabv3plus": 1e-3,
                   "fcn8s": 1e-3, "pspnet": 1e-3}
-
-
-class PlanError(ValueError):
-    """The dataset or the request cannot be planned (no training split, unknown model...)."""
 
 
 @dataclasses.dataclass

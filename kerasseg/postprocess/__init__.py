@@ -15,7 +15,7 @@ from kerasseg.postprocess.crf import (
     dense_crf,
     probabilities_from_labels,
 )
-from kerasseg.postprocess.errors import CRFConfigError, CRFError, CRFInputError
+from kerasseg.errors import CRFConfigError, CRFError, CRFInputError
 from kerasseg.postprocess.params import CRFParams
 from kerasseg.postprocess.scores import segmentation_scores
 from kerasseg.postprocess.tuning import DEFAULT_GRID, TuningResult, expand_grid, parse_grid, tune_crf

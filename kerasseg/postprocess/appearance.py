@@ -28,7 +28,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from kerasseg.postprocess.errors import CRFConfigError, CRFInputError
+from kerasseg.errors import CRFConfigError, CRFInputError
 from kerasseg.postprocess.params import WindowSpec, validate_window
 
 DEFAULT_PERCENTILES = (0.5, 99.5)

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from kerasseg.postprocess.crf import dense_crf
-from kerasseg.postprocess.errors import CRFInputError
+from kerasseg.errors import CRFInputError
 
 Task = tuple[Any, Any, dict]
 

@@ -31,7 +31,7 @@ from typing import Any, Sequence, Union
 import numpy as np
 
 from kerasseg.postprocess.appearance import appearance_image
-from kerasseg.postprocess.errors import CRFInputError
+from kerasseg.errors import CRFInputError
 from kerasseg.postprocess.params import CRFParams, WindowSpec
 
 #: smallest probability fed to ``-log``; keeps the unary finite for hard 0/1 inputs.

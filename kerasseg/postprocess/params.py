@@ -11,7 +11,7 @@ import dataclasses
 import math
 from typing import Any, Mapping, Sequence, Union
 
-from kerasseg.postprocess.errors import CRFConfigError
+from kerasseg.errors import CRFConfigError
 
 KERNELS = ("const", "diag", "full")
 #: fields ``to_dict(minimal=True)`` omits while they hold their defaults.

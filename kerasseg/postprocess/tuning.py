@@ -18,7 +18,7 @@ import numpy as np
 
 from kerasseg.postprocess.batch import imap_tasks
 from kerasseg.postprocess.crf import check_probabilities, dense_crf
-from kerasseg.postprocess.errors import CRFConfigError, CRFInputError
+from kerasseg.errors import CRFConfigError, CRFInputError
 from kerasseg.postprocess.params import CRFParams
 from kerasseg.postprocess.scores import ScoreAccumulator
 

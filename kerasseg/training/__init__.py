@@ -60,7 +60,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from kerasseg.training.errors import TrainingError
+from kerasseg.errors import TrainingError
 from kerasseg.training.run_dir import read_history
 from kerasseg.training.settings import class_weights_setting, mixed_precision_policy
 

@@ -18,7 +18,7 @@ import dataclasses
 import os
 from typing import Any, Callable
 
-from kerasseg.training.errors import TrainingError
+from kerasseg.errors import TrainingError
 
 
 @dataclasses.dataclass(frozen=True)

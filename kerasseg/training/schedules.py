@@ -6,7 +6,7 @@ from typing import Any
 
 import keras
 
-from kerasseg.training.errors import TrainingError
+from kerasseg.errors import TrainingError
 
 
 @keras.saving.register_keras_serializable(package="kerasseg")

@@ -21,7 +21,7 @@ from typing import Any, Iterator, Mapping, Sequence
 from kerasseg import distribute
 from kerasseg.config import Config, save_config, to_dict
 from kerasseg.training import run_dir as files
-from kerasseg.training.errors import TrainingError
+from kerasseg.errors import TrainingError
 from kerasseg.training.settings import class_weights_setting, loss_spec, mixed_precision_policy
 
 LAST_MODEL_FILENAME = "last.keras"

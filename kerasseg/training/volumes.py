@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Iterator
 
-from kerasseg.training.errors import TrainingError
+from kerasseg.errors import TrainingError
 
 # Validation volumes are kept in memory after the first pass when they fit in this much.
 _VALIDATION_CACHE_BYTES = 1 << 30
