@@ -11,6 +11,10 @@ INSTALL_STAMP := $(VENV)/.kerasseg-installed
 DEV_STAMP := $(VENV)/.kerasseg-dev-installed
 DEMO_DIR ?= kerasseg_demo
 PYTEST_ARGS ?=
+# pytest worker processes: TensorFlow leaves much of a 2-core machine idle in tracing and
+# small ops, and half the suite waits on subprocesses; whole test files go to one worker
+# (--dist loadfile) so module fixtures (converted data, trained models) are built once
+TEST_WORKERS ?= 2
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
@@ -42,7 +46,7 @@ demo-quick: $(INSTALL_STAMP)
 	$(BIN)/kerasseg demo --workdir $(DEMO_DIR) --quick
 
 test: $(DEV_STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: $(DEV_STAMP)
 	$(BIN)/python benchmarks/run_all.py
