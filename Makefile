@@ -22,7 +22,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 help:
 	@echo "make demo    - run the end-to-end demo (phantom labelme data -> U-Net -> SavedModel)"
-	@echo "make test    - run the test suite"
+	@echo "make test    - lint (ruff) and run the test suite"
 	@echo "make bench   - run the benchmarks, write benchmarks/RESULTS.md and results.json"
 	@echo "make docker  - build the CPU and GPU images (needs a Docker engine)"
 
@@ -46,6 +46,7 @@ demo-quick: $(INSTALL_STAMP)
 	$(BIN)/kerasseg demo --workdir $(DEMO_DIR) --quick
 
 test: $(DEV_STAMP)
+	$(BIN)/ruff check kerasseg data_tools benchmarks tests
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: $(DEV_STAMP)

@@ -81,8 +81,10 @@ def test_split_is_reproducible_and_folds_partition_train(folder, tmp_path):
     a = data_tools.convert_labelme(folder, tmp_path / "a", split="train=0.67,val=0.33", seed=7, folds=2)
     b = data_tools.convert_labelme(folder, tmp_path / "b", split="train=0.67,val=0.33", seed=7, folds=2)
     c = data_tools.convert_labelme(folder, tmp_path / "c", split="train=0.67,val=0.33", seed=8)
-    lists = lambda d: {p.name: p.read_text() for p in sorted((d / "splits").iterdir())}
-    assert lists(tmp_path / "a") == lists(tmp_path / "b")
+    def lists(d):
+        return {p.name: p.read_text() for p in sorted((d / "splits").iterdir())}
+
+    assert lists(tmp_path / "a") == lists(tmp_path / "b") and b.split_counts == a.split_counts
     assert a.num_folds == 2 and schema.read_dataset_info(str(tmp_path / "a")).num_folds == 2
     train = set(schema.read_split_ids(str(tmp_path / "a"), "train"))
     vals = [set(schema.read_split_ids(str(tmp_path / "a"), f"fold{k}_val")) for k in range(2)]

@@ -60,7 +60,7 @@ def test_mirrored_strategy_matches_single_device(tmp_path):
     env = dict(os.environ, PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""), TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))
+    line = next(text for text in proc.stdout.splitlines() if text.startswith("RESULT"))
     result = json.loads(line[len("RESULT"):])
     one, two = result["one"], result["two"]
     assert two["replicas"] == 2

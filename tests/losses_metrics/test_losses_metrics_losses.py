@@ -177,7 +177,7 @@ def _all_losses():
     ]
 
 
-@pytest.mark.parametrize("loss", _all_losses(), ids=lambda l: type(l).__name__)
+@pytest.mark.parametrize("loss", _all_losses(), ids=lambda loss: type(loss).__name__)
 def test_config_round_trip(loss):
     config = loss.get_config()
     clone = type(loss).from_config(config)
