@@ -1,0 +1,31 @@
+"""The real-data benchmarks at toy size: ISBI 2012 (convert, plan, train, evaluate through the
+CLI, U-Net only) and MSD hippocampus (volumes2tfrecord, plan, train, evaluate, predict).
+Apart from tests/test_benchmarks.py so that `make test` runs them beside the other benchmarks."""
+
+from __future__ import annotations
+
+import pytest
+
+from kerasseg_testing import SHARED_DATA
+from test_benchmarks import REAL_DATA_BENCHMARKS, run_quick
+
+ISBI_KEYS = [
+    f"isbi_unet_{figure}"
+    for figure in ("mean_dice", "membrane_dice", "pixel_error", "mean_dice_crf", "folds", "train_minutes")
+]
+HIPPOCAMPUS_KEYS = [
+    f"hippocampus_{figure}"
+    for figure in ("anterior_dice", "posterior_dice", "hd95_mm", "folds", "convert_volumes_per_s",
+                   "predict_largest_seconds", "predict_peak_rss_mb")
+]
+
+
+@pytest.mark.slow
+def test_quick_real_data_benchmarks_write_their_keys(tmp_path):
+    _, figures = run_quick(list(REAL_DATA_BENCHMARKS), tmp_path)
+    # without ../shared/data a benchmark returns no figures and says why; it must still run
+    expected = ((ISBI_KEYS if (SHARED_DATA / "isbi2012_membrane").is_dir() else [])
+                + (HIPPOCAMPUS_KEYS if (SHARED_DATA / "msd_hippocampus").is_dir() else []))
+    missing = [key for key in expected if key not in figures]
+    assert missing == []
+    assert all(isinstance(figures[key], float) for key in expected)
