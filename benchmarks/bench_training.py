@@ -5,8 +5,8 @@ Memory: every figure is the measuring process's own peak resident memory
 fresh process (``training_child.py``), oneDNN on as the ``kerasseg`` command
 runs it:
 
-* ``idle_peak_rss_mb``: TensorFlow + the paper's U-Net (base 64, depth 4;
-  base 16 at 256x256x1 with ``--quick``) at 512x512x1, compiled, optimizer built, no step;
+* ``idle_peak_rss_mb``: TensorFlow + the paper's U-Net (base 64, depth 4) at
+  512x512x1 (base 16 at 256x256x1 with ``--quick``), compiled, optimizer built, no step;
 * ``train_peak_rss_mb`` / ``train_peak_rss_bf16_mb``: the same trained for one
   step (two with ``--quick``; the peak is reached in the first), batch 4, Dice+CE
   and the default metrics, float32 / mixed_bfloat16 (the bfloat16 one only

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from kerasseg_testing import REPO_ROOT
+from kerasseg_testing import REAL_DATA_BENCHMARKS, REPO_ROOT, run_quick_benchmarks
 
 REQUIRED_KEYS = [
     "train_efficiency",
@@ -27,22 +27,6 @@ REQUIRED_KEYS = [
     "infer3d_peak_rss_mb",
     "train_bf16_vs_fp32_speed",
 ]
-# the benchmarks on real data, run by tests/test_benchmarks_real_data.py (a file of its own, so that
-# `make test` can give it to the other worker)
-REAL_DATA_BENCHMARKS = ("isbi", "hippocampus")
-
-
-def run_quick(names: list[str], out) -> tuple[subprocess.CompletedProcess, dict]:
-    """``run_all.py --quick --only NAMES --out OUT``: the process and the figures it wrote."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO_ROOT))
-    result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "benchmarks" / "run_all.py"), "--quick", "--only", *names, "--out", str(out)],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result, json.loads((out / "results.json").read_text())
-
-
 def _benchmark_names() -> list[str]:
     sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
     import run_all
@@ -54,7 +38,7 @@ def _benchmark_names() -> list[str]:
 def test_quick_benchmarks_write_every_key(tmp_path):
     names = [name for name in _benchmark_names() if name not in REAL_DATA_BENCHMARKS]
     assert {"convert", "training", "tf_crf", "serving"} <= set(names)  # every other bench_*.py is run too
-    _, figures = run_quick(names, tmp_path)
+    figures = run_quick_benchmarks(names, tmp_path)
     missing = [key for key in REQUIRED_KEYS if key not in figures]
     assert missing == []
     assert all(isinstance(figures[key], float) for key in REQUIRED_KEYS)

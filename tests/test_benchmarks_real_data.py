@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from kerasseg_testing import SHARED_DATA
-from test_benchmarks import REAL_DATA_BENCHMARKS, run_quick
+from kerasseg_testing import REAL_DATA_BENCHMARKS, SHARED_DATA, run_quick_benchmarks
 
 ISBI_KEYS = [
     f"isbi_unet_{figure}"
@@ -22,7 +21,7 @@ HIPPOCAMPUS_KEYS = [
 
 @pytest.mark.slow
 def test_quick_real_data_benchmarks_write_their_keys(tmp_path):
-    _, figures = run_quick(list(REAL_DATA_BENCHMARKS), tmp_path)
+    figures = run_quick_benchmarks(list(REAL_DATA_BENCHMARKS), tmp_path)
     # without ../shared/data a benchmark returns no figures and says why; it must still run
     expected = ((ISBI_KEYS if (SHARED_DATA / "isbi2012_membrane").is_dir() else [])
                 + (HIPPOCAMPUS_KEYS if (SHARED_DATA / "msd_hippocampus").is_dir() else []))
