@@ -1,4 +1,4 @@
-"""Paths shared by the tests, importable from any test folder as ``kerasseg_testing``
+"""Paths and helpers shared by the tests, importable from any test folder as ``kerasseg_testing``
 (several folders have their own ``conftest.py``, so ``from conftest import`` is ambiguous)."""
 
 from __future__ import annotations
