@@ -20,6 +20,20 @@ code, since saving a distributed model may involve collective ops).
 
 ``MultiWorkerMirroredStrategy`` must be created at program start, before any
 other TensorFlow op runs; ``kerasseg train`` does that.
+
+Heartbeats: the workers' coordination service declares a task dead when it
+misses heartbeats for a while, TensorFlow's own default being 10 s. A worker
+whose CPU is saturated (several TensorFlow processes on one small machine, a
+long graph trace) can miss that and the whole run then fails with "heartbeat
+timeout". :func:`make_strategy` sets the timeout to
+:data:`HEARTBEAT_TIMEOUT_S` (a worker that really died is reported that much
+later). TensorFlow has no public setting for it, so this is done through
+``tensorflow.python.eager.context.context().configure_coordination_service``,
+the call ``MultiWorkerMirroredStrategy`` itself makes, with the same jobs; the
+strategy keeps a coordination service that is already configured. This is
+kerasseg's only call of a private TensorFlow function (private Keras patches
+live in :mod:`kerasseg.training.keras_workarounds`);
+``tests/training/test_training_distributed.py`` checks that it takes effect.
 """
 
 from __future__ import annotations
@@ -32,6 +46,7 @@ from typing import Any
 
 __all__ = [
     "STRATEGIES",
+    "HEARTBEAT_TIMEOUT_S",
     "tf_config",
     "cluster_size",
     "task_info",
@@ -48,6 +63,8 @@ __all__ = [
 ]
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
+
+HEARTBEAT_TIMEOUT_S = 120
 
 
 def tf_config() -> dict:
@@ -118,8 +135,14 @@ def choose_strategy_name(name: str = "auto", *, gpus: int | None = None) -> str:
     return "mirrored" if gpus > 1 else "default"
 
 
-def make_strategy(name: str = "auto") -> Any:
-    """Create the ``tf.distribute.Strategy`` for ``name`` (``auto`` resolved first)."""
+def make_strategy(name: str = "auto", *, heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S) -> Any:
+    """Create the ``tf.distribute.Strategy`` for ``name`` (``auto`` resolved first).
+
+    Args:
+        name: one of :data:`STRATEGIES`.
+        heartbeat_timeout_s: for ``multi_worker``, how long a worker may miss its
+            heartbeats before the run is failed (see the module docstring).
+    """
     import tensorflow as tf
 
     resolved = choose_strategy_name(name)
@@ -128,6 +151,7 @@ def make_strategy(name: str = "auto") -> Any:
             raise ValueError(
                 "strategy 'multi_worker' needs TF_CONFIG naming the cluster and this task"
             )
+        _configure_heartbeats(heartbeat_timeout_s)
         return tf.distribute.MultiWorkerMirroredStrategy()
     if resolved == "mirrored":
         # All GPUs; on a CPU-only machine split into logical devices
@@ -139,6 +163,31 @@ def make_strategy(name: str = "auto") -> Any:
         gpus = tf.config.list_logical_devices("GPU")
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
     return tf.distribute.get_strategy()
+
+
+def _configure_heartbeats(timeout_s: float) -> None:
+    """Configure the multi-worker coordination service as ``MultiWorkerMirroredStrategy``
+    would, with a heartbeat timeout of ``timeout_s`` (a no-op if one is configured)."""
+    import tensorflow as tf
+    from tensorflow.python.eager import context
+
+    if context.context().coordination_service is not None:
+        return
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    spec = resolver.cluster_spec()
+    if resolver.task_type not in ("chief", "worker"):
+        return
+    jobs = [job for job in ("chief", "worker") if job in spec.jobs]
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+
+    context.context().configure_coordination_service(
+        service_type="standalone",
+        service_leader=f"/job:{jobs[0]}/replica:0/task:0",
+        coordinated_jobs=[
+            coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job)) for job in jobs
+        ],
+        heartbeat_timeout_in_ms=int(timeout_s * 1000),
+    )
 
 
 def strategy_name(strategy: Any) -> str:

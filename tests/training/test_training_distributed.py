@@ -4,7 +4,8 @@ TF_CONFIG must be set before TensorFlow starts):
 * MirroredStrategy over 2 logical CPUs reaches the same losses as one device
   for the same global batch;
 * MultiWorkerMirroredStrategy: two `kerasseg train` workers on 127.0.0.1 train
-  one epoch from TFRecords, the chief writes the run folder, both exit 0;
+  one epoch from TFRecords, the chief writes the run folder, both exit 0; the
+  strategy's heartbeat timeout is kerasseg's, not TensorFlow's 10 s;
 * a training run killed with SIGKILL resumes at its last finished epoch.
 """
 
@@ -120,6 +121,34 @@ def test_multi_worker_two_processes_train_one_epoch(dataset, tmp_path):
     from kerasseg.inference import load_model
 
     assert load_model(run_dir / "best.keras").output_shape[-1] == 2
+
+
+HEARTBEAT_SCRIPT = r"""
+import json
+from kerasseg import distribute
+strategy = distribute.make_strategy("multi_worker", heartbeat_timeout_s=75)
+from tensorflow.python.eager import context
+coordination = context.context().config.experimental.coordination_config
+print("RESULT " + json.dumps({
+    "strategy": distribute.strategy_name(strategy), "service": coordination.service_type,
+    "heartbeat_ms": coordination.heartbeat_timeout_in_ms, "leader": coordination.service_leader,
+    "jobs": [[job.name, job.num_tasks] for job in coordination.coordinated_job_list],
+}))
+"""
+
+
+def test_multi_worker_strategy_waits_longer_for_heartbeats(tmp_path):
+    """TensorFlow's 10 s heartbeat timeout failed the two-worker test on a busy
+    2-core machine; make_strategy sets its own, in the coordination service the
+    strategy then uses (a one-worker cluster is enough to see the setting)."""
+    cluster = {"worker": [f"127.0.0.1:{helpers.free_port()}"]}
+    env = helpers.subprocess_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}}))
+    proc = subprocess.run([sys.executable, "-c", HEARTBEAT_SCRIPT], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    assert result == {"strategy": "MultiWorkerMirroredStrategy", "service": "standalone", "heartbeat_ms": 75000,
+                      "leader": "/job:worker/replica:0/task:0", "jobs": [["worker", 1]]}
 
 
 def _history_epochs(path) -> list[int]:
