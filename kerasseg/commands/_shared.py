@@ -26,6 +26,11 @@ def add_geometry_flags(parser: argparse.ArgumentParser) -> None:
                         "(model_info.json); 0 = the whole image at once")
     parser.add_argument("--overlap", type=float, default=None,
                         help="tile overlap fraction (default: the model's, 0.5)")
+    add_normalization_flag(parser)
+
+
+def add_normalization_flag(parser: argparse.ArgumentParser) -> None:
+    """``--normalization``, read by :func:`parse_normalization`."""
     parser.add_argument("--normalization", default=None,
                         help="override the stored normalization: a method name, a YAML/JSON mapping "
                         "(e.g. '{method: window, center: 40, width: 400}') or a .yaml/.json file")

@@ -23,7 +23,7 @@ import os
 import sys
 
 from kerasseg.errors import CommandError
-from kerasseg.commands._shared import parse_normalization
+from kerasseg.commands._shared import add_normalization_flag, parse_normalization
 
 # DenseCRF arguments that model_info.json's CRF settings (pydensecrf names) map to
 _DENSECRF_KEYS = ("iterations", "gaussian_sxy", "gaussian_compat", "bilateral_sxy", "bilateral_srgb", "bilateral_compat")
@@ -37,8 +37,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace OUT/<version> if it exists")
     parser.add_argument("--class-names", default=None,
                         help="comma-separated class names (default: model_info.json)")
-    parser.add_argument("--normalization", default=None,
-                        help="override the stored normalization: a method name, YAML/JSON mapping, or a .json/.yaml file")
+    add_normalization_flag(parser)
     parser.add_argument("--size-divisor", type=int, default=None,
                         help="pad inputs to a multiple of this (default: computed from the model)")
     parser.add_argument("--max-pixels", type=int, default=None,
