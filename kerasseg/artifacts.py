@@ -206,14 +206,9 @@ class ModelInfo:
 
     def write(self, folder: str | os.PathLike) -> str:
         """Write ``folder/model_info.json`` atomically; return its path."""
-        path = os.path.join(os.fspath(folder), MODEL_INFO_FILENAME)
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        tmp = f"{path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-        return path
+        from kerasseg.atomic_files import write_json
+
+        return write_json(os.path.join(os.fspath(folder), MODEL_INFO_FILENAME), self.to_dict())
 
 
 def model_info_path(model_path: str | os.PathLike) -> str:

@@ -594,10 +594,6 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Confi
 
 def save_config(config: Config, path: str | os.PathLike) -> str:
     """Write the resolved config as YAML (atomically) and return the path."""
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        yaml.safe_dump(to_dict(config), f, sort_keys=False, default_flow_style=False)
-    os.replace(tmp, path)
-    return path
+    from kerasseg.atomic_files import write_text
+
+    return write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False, default_flow_style=False))

@@ -87,7 +87,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from typing import Any, Sequence
 
 import numpy as np
@@ -978,16 +977,10 @@ def _csv_value(value: Any) -> Any:
 
 
 def _atomic_write(path: str | os.PathLike, text: str) -> None:
+    from kerasseg.atomic_files import write_text
+
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise EvaluationError(f"cannot write {path}: folder {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_text(path, text, make_folder=False)

@@ -63,6 +63,7 @@ from kerasseg.artifacts import (  # noqa: E402
     model_input_channels,
     read_model_info,
 )
+from kerasseg.atomic_files import replacing  # noqa: E402
 from kerasseg.errors import InferenceError  # noqa: E402
 from kerasseg.predict_graph import InferenceGeometry  # noqa: E402
 
@@ -388,10 +389,8 @@ def _write_png(path: str, array: np.ndarray) -> str:
     ok, buf = cv2.imencode(".png", array)
     if not ok:
         raise InferenceError(f"{path}: PNG encoding failed")
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.part"
-    buf.tofile(tmp)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        buf.tofile(tmp)
     return path
 
 
@@ -479,9 +478,8 @@ def save_probabilities(path: str | os.PathLike, probabilities: np.ndarray, *, fm
     probabilities = np.asarray(probabilities, np.float32)
     if fmt == "npy":
         out = f"{path}.npy"
-        tmp = f"{out}.part.npy"
-        np.save(tmp, probabilities)
-        os.replace(tmp, out)
+        with replacing(out) as tmp:
+            np.save(tmp, probabilities)
         return [out]
     if fmt == "png":
         written = []

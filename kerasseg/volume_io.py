@@ -27,10 +27,10 @@ import contextlib
 import dataclasses
 import math
 import os
-import secrets
 import struct
 from typing import Any, Iterator, Sequence
 
+from kerasseg.atomic_files import replacing
 from kerasseg.errors import VolumeError
 
 __all__ = [
@@ -734,23 +734,16 @@ def write_volume(path: str | os.PathLike, labels: Any, *, like: Volume | VolumeI
     image.SetSpacing(tuple(float(s) for s in reversed(like.spacing)))
     image.SetOrigin(tuple(float(v) for v in like.origin))
     image.SetDirection(tuple(float(v) for v in like.direction))
-    stem = strip_volume_extension(os.path.basename(path))[:100]  # any name the folder takes stays writable
-    tmp = os.path.join(folder, f".{stem}.tmp-{os.getpid()}-{secrets.token_hex(4)}{ext}")  # ext is lower case
     writer = sitk.ImageFileWriter()
     writer.SetImageIO(_image_io(path))
-    writer.SetFileName(tmp)
     writer.SetUseCompression(compress)
+    tmp = path
     try:
-        writer.Execute(image)
-        os.replace(tmp, path)
+        with replacing(path, make_folder=False, extension=ext) as tmp:  # ext is lower case
+            writer.SetFileName(tmp)
+            writer.Execute(image)
     except (RuntimeError, OSError) as e:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
         problem = _itk_problem(e, tmp).replace("cannot read the volume", "cannot write it") \
             if isinstance(e, RuntimeError) else f"cannot write it ({e.strerror or e})"
         raise VolumeError(path, problem.replace(" (the file may be truncated or damaged)", "")) from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
     return path

@@ -26,6 +26,7 @@ import os
 import sys
 from typing import Any
 
+from kerasseg.atomic_files import write_text
 from kerasseg.errors import CommandError
 from kerasseg.commands._shared import add_geometry_flags, geometry_for, open_model_and_split, parse_normalization
 
@@ -92,12 +93,7 @@ def write_config(path: str, section: dict) -> None:
             raise CommandError(f"{path}: exists but is not a YAML mapping; choose another --out")
         data = loaded or {}
     data["crf"] = section
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        yaml.safe_dump(data, f, sort_keys=False)
-    os.replace(tmp, path)
+    write_text(path, yaml.safe_dump(data, sort_keys=False))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -172,10 +168,7 @@ def run(args: argparse.Namespace) -> int:
     results_path = args.results or os.path.splitext(args.out)[0] + "_results.json"
     report = {"model": os.path.abspath(args.model), "data": os.path.abspath(args.data), "split": args.split,
               "images": len(images), "class_names": class_names, **result.to_dict()}
-    os.makedirs(os.path.dirname(os.path.abspath(results_path)), exist_ok=True)
-    with open(results_path, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2, allow_nan=True)
-        f.write("\n")
+    write_text(results_path, json.dumps(report, indent=2, allow_nan=True) + "\n")
     print(f"config: {args.out} (crf section)")
     print(f"results: {results_path}")
     return 0

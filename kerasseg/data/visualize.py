@@ -8,7 +8,6 @@ backend or opens a window.
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -166,16 +165,10 @@ def save_batch_grid(
                  f"{legend or 'no foreground'}; white = ignore", fontsize=9)
     fig.tight_layout()
 
-    out_dir = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=out_dir)
-    os.close(fd)
-    try:
+    from kerasseg.atomic_files import replacing
+
+    with replacing(out_path) as tmp:
         fig.savefig(tmp, format="png")
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return out_path
 
 

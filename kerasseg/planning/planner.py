@@ -89,14 +89,10 @@ class Plan:
 
     def write(self, path: str) -> tuple[str, str]:
         """Write the commented YAML to ``path`` and the whole plan to ``<path stem>.plan.json``, atomically."""
-        from kerasseg.training.run_dir import write_json
+        from kerasseg.atomic_files import write_json, write_text
 
         path = os.fspath(path)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = f"{path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(self.to_yaml())
-        os.replace(tmp, path)
+        write_text(path, self.to_yaml())
         sidecar = os.path.splitext(path)[0] + ".plan.json"
         write_json(sidecar, self.to_dict())
         return path, sidecar

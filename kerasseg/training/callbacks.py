@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Sequence
 import keras
 import numpy as np
 
-from kerasseg.training.run_dir import write_json
+from kerasseg.atomic_files import replacing, write_json
 from kerasseg.schema import IGNORE_INDEX
 
 BACKUP_WEIGHTS_PREFIX = "epoch-"
@@ -224,9 +224,8 @@ class ModelCheckpoints(keras.callbacks.Callback):
         self.on_first_save = on_first_save
 
     def _save(self, path: str) -> None:
-        tmp = f"{path[:-len('.keras')]}.part.keras"
-        self.model.save(tmp, overwrite=True)
-        os.replace(tmp, path)
+        with replacing(path) as tmp:
+            self.model.save(tmp, overwrite=True)
         if self.on_first_save is not None:
             self.on_first_save()
             self.on_first_save = None
@@ -264,9 +263,8 @@ class EpochBackup(keras.callbacks.Callback):
         os.makedirs(self.backup_dir, exist_ok=True)
         name = f"{BACKUP_WEIGHTS_PREFIX}{epoch + 1:04d}.weights.h5"
         final = os.path.join(self.backup_dir, name)
-        tmp = os.path.join(self.backup_dir, f".part-{name}")
-        self.model.save_weights(tmp, overwrite=True)
-        os.replace(tmp, final)
+        with replacing(final) as tmp:
+            self.model.save_weights(tmp, overwrite=True)
         write_json(os.path.join(self.backup_dir, BACKUP_STATE_FILENAME), {"epoch": epoch + 1, "weights": name})
         for other in os.listdir(self.backup_dir):
             if other.startswith(BACKUP_WEIGHTS_PREFIX) and other != name:

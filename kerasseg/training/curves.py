@@ -8,8 +8,9 @@ the mean looks fine.
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
+
+from kerasseg.atomic_files import replacing
 
 _SUMMARIES = ("foreground_dice", "mean_dice", "mean_iou", "pixel_accuracy")
 
@@ -61,9 +62,8 @@ def plot_learning_curves(history: dict[str, list[float]], path: str, *, title: s
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    tmp = f"{path}.part.png"
-    fig.savefig(tmp)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        fig.savefig(tmp)
     return path
 
 

@@ -70,10 +70,10 @@ def phase_backup_dir(backup_root: str, index: int) -> str:
 
 
 def save_weights_atomically(model: Any, path: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = os.path.join(os.path.dirname(path), f".part-{os.path.basename(path)}")
-    model.save_weights(tmp, overwrite=True)
-    os.replace(tmp, path)
+    from kerasseg.atomic_files import replacing
+
+    with replacing(path) as tmp:
+        model.save_weights(tmp, overwrite=True)
 
 
 def restore(model: Any, weights_path: str) -> None:

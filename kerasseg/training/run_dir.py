@@ -1,7 +1,7 @@
 """The files of a run folder: names, ``history.csv``, ``best.json``, backups.
 
-Every file is written atomically (a temporary name in the same folder, then
-``os.replace``), so a killed run never leaves a half-written one.
+Every file is written atomically (:mod:`kerasseg.atomic_files`), so a killed
+run never leaves a half-written one.
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from __future__ import annotations
 import csv
 import json
 import os
-from typing import Any
+
+from kerasseg.atomic_files import replacing
 
 CONFIG_FILENAME = "config.yaml"
 HISTORY_FILENAME = "history.csv"
@@ -18,15 +19,6 @@ BEST_STATE_FILENAME = "best.json"
 CURVES_FILENAME = "learning_curves.png"
 BACKUP_DIRNAME = "backup"
 LOGS_DIRNAME = "logs"
-
-
-def write_json(path: str, data: Any) -> None:
-    """Write ``data`` as indented JSON, atomically."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def read_history(path: str) -> dict[str, list[float]]:
@@ -57,12 +49,10 @@ def trim_history(path: str, finished_epochs: int) -> None:
     keep = [r for r in body if r and r[0].strip().isdigit() and int(r[0]) < finished_epochs]
     if len(keep) == len(body):
         return
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with replacing(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(keep)
-    os.replace(tmp, path)
 
 
 def read_best_state(path: str) -> tuple[float | None, int | None]:
@@ -94,7 +84,6 @@ __all__ = [
     "CURVES_FILENAME",
     "BACKUP_DIRNAME",
     "LOGS_DIRNAME",
-    "write_json",
     "read_history",
     "trim_history",
     "read_best_state",

@@ -68,7 +68,7 @@ def test_save_batch_grid_writes_a_png(tmp_path):
     # the overlay colour of class 1 (red) is present
     assert ((pixels[:, 0] - pixels[:, 1] > 60) & (pixels[:, 0] - pixels[:, 2] > 30)).any()
     assert matplotlib.get_backend() == backend_before
-    assert not list((tmp_path / "grids").glob("*.png.tmp*"))
+    assert [p.name for p in (tmp_path / "grids").iterdir()] == ["train.png"]  # no temporary files
 
 
 def test_overlay_paints_classes_and_ignore():

@@ -64,7 +64,8 @@ KILL_DURING_BACKUP = textwrap.dedent("""
 
     real = keras.Model.save_weights
     def save_weights(self, filepath, *args, **kwargs):
-        if ".part-epoch-0003" in str(filepath):
+        name = os.path.basename(str(filepath))
+        if name.startswith(".part-") and name.endswith("-epoch-0003.weights.h5"):
             with open(filepath, "wb") as f:      # half a file, then the process dies
                 f.write(b"\\x89HDF\\r\\n")
             os.kill(os.getpid(), signal.SIGKILL)
@@ -82,7 +83,8 @@ def test_row6_kill_while_the_backup_is_written_resumes_from_the_last_complete_ep
     assert killed.returncode == -9, killed.stderr[-2000:]
     backup = tmp_path / "run" / "backup" / "phase1"
     assert json.loads((backup / "state.json").read_text())["epoch"] == 2  # the complete one
-    assert (backup / ".part-epoch-0003.weights.h5").stat().st_size < 100  # the torn write
+    (torn,) = backup.glob(".part-*-epoch-0003.weights.h5")
+    assert torn.stat().st_size < 100  # the torn write
     again = helpers.run_cli(["train", str(config)])
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming after epoch 2" in again.stderr
@@ -96,7 +98,7 @@ def test_row6_read_backup_ignores_a_torn_weights_file(tmp_path):
 
     (tmp_path / "epoch-0002.weights.h5").write_bytes(b"complete enough")
     (tmp_path / "state.json").write_text(json.dumps({"epoch": 2, "weights": "epoch-0002.weights.h5"}))
-    (tmp_path / ".part-epoch-0003.weights.h5").write_bytes(b"")
+    (tmp_path / ".part-123-0badc0de-epoch-0003.weights.h5").write_bytes(b"")
     assert read_backup(str(tmp_path)) == (2, str(tmp_path / "epoch-0002.weights.h5"))
     (tmp_path / "epoch-0002.weights.h5").unlink()
     assert read_backup(str(tmp_path)) == (0, None)  # a state naming a missing file: start the phase over
