@@ -22,7 +22,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 help:
 	@echo "make demo    - run the end-to-end demo (phantom labelme data -> U-Net -> SavedModel)"
-	@echo "make test    - lint (ruff) and run the test suite"
+	@echo "make test    - lint (ruff), type check (mypy) and run the test suite"
 	@echo "make bench   - run the benchmarks, write benchmarks/RESULTS.md and results.json"
 	@echo "make docker  - build the CPU and GPU images (needs a Docker engine)"
 
@@ -47,6 +47,7 @@ demo-quick: $(INSTALL_STAMP)
 
 test: $(DEV_STAMP)
 	$(BIN)/ruff check kerasseg data_tools benchmarks tests
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: $(DEV_STAMP)
@@ -60,4 +61,4 @@ docker:
 	docker build -f docker/Dockerfile.gpu -t kerasseg:gpu .
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache $(DEMO_DIR)
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache $(DEMO_DIR)

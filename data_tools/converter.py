@@ -732,7 +732,7 @@ def _write_records(
             split = task.split
             shard = _shard_of(position_in_split[task.position], len(plan[split]), num_shards[split])
             key = (split, shard)
-            if key != writer_key:
+            if writer is None or key != writer_key:
                 if writer is not None:
                     writer.close()
                 writer_key = key

@@ -334,7 +334,7 @@ def _parse_points(raw: Any, where: str, path: str) -> np.ndarray:
             plain = {type(v) for point in raw for v in point} <= _NUMBER_TYPES
         except (TypeError, ValueError, OverflowError):
             points, plain = None, False
-        if (plain and points.shape == (len(raw), 2) and all(type(point) is list for point in raw)
+        if (plain and points is not None and points.shape == (len(raw), 2) and all(type(point) is list for point in raw)
                 and np.isfinite(points).all() and np.abs(points).max() <= MAX_COORDINATE):
             return points
     return _parse_points_one_by_one(raw, where, path)

@@ -99,7 +99,7 @@ def read_class_map(path: str | os.PathLike) -> ClassMap:
                 rgb = tuple(int(v) for v in raw_value.split(","))
                 if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
                     raise ValueError
-                value: int | tuple[int, int, int] = rgb  # type: ignore[assignment]
+                value: int | tuple[int, int, int] = rgb
             else:
                 value = int(raw_value)
                 if not 0 <= value <= 65535:

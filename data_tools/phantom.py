@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import pathlib
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -95,7 +95,7 @@ def render_phantom(
 def _labelme_document(
     outlines: Sequence[np.ndarray], image_path: str, size: int, image_data: str | None
 ) -> dict:
-    shapes = [
+    shapes: list[dict[str, Any]] = [
         {
             "label": "lesion",
             "points": [[round(float(x), 2), round(float(y), 2)] for x, y in outline],

@@ -209,8 +209,8 @@ def _draw_shape(draw, shape: Shape, value: int, width: int, height: int) -> None
             draw.line([tuple(p) for p in clipped.tolist()], fill=value)
     elif kind == "rectangle":
         (x0, y0), (x1, y1) = pts.tolist()
-        box = [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]
-        box = _clamp_box(box, width, height)
+        corners = [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]
+        box = _clamp_box(corners, width, height)
         if box is not None:
             draw.rectangle(box, fill=value, outline=value)
     elif kind in ("circle", "point"):
@@ -233,6 +233,7 @@ def _place_mask(label: np.ndarray, shape: Shape, value: int) -> None:
     height, width = label.shape
     x1, y1, x2, y2 = _mask_box(shape.points)
     bitmap = shape.mask
+    assert bitmap is not None  # validate_shape_geometry refuses a mask shape without one
     # Intersect the box with the image; numpy slicing must never wrap around.
     ix1, iy1 = max(x1, 0), max(y1, 0)
     ix2, iy2 = min(x2, width - 1), min(y2, height - 1)

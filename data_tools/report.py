@@ -96,8 +96,8 @@ class ConversionReport:
                 cells.append(f"{images:>14} {pixels:>16}")
             lines.append(f"  {name:<{width}}  " + "  ".join(cells))
         if any(self.ignore_pixels.values()):
-            cells = "  ".join(f"{'':>14} {self.ignore_pixels.get(s, 0):>16}" for s in splits)
-            lines.append(f"  {'(ignore)':<{width}}  {cells}")
+            ignore_cells = "  ".join(f"{'':>14} {self.ignore_pixels.get(s, 0):>16}" for s in splits)
+            lines.append(f"  {'(ignore)':<{width}}  {ignore_cells}")
         lines.append("")
         lines.append(f"skipped {len(self.skipped)} file(s)" + (":" if self.skipped else ""))
         lines += [f"  {note.path}: {note.message}" for note in self.skipped]

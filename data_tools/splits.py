@@ -23,6 +23,7 @@ def parse_split_spec(spec: str | Mapping[str, float]) -> dict[str, float]:
         ConversionError: malformed text, bad names, negative fractions or a sum
             that is not 1 (within 1e-6).
     """
+    items: list[tuple[str, float | str]]
     if isinstance(spec, Mapping):
         items = [(str(k), v) for k, v in spec.items()]
     else:
@@ -36,8 +37,8 @@ def parse_split_spec(spec: str | Mapping[str, float]) -> dict[str, float]:
                     part = f"{part}=1"
                 else:
                     raise ConversionError(None, f"--split {spec!r}: expected NAME=FRACTION, got {part!r}")
-            name, value = part.split("=", 1)
-            items.append((name.strip(), value.strip()))
+            key, text = part.split("=", 1)
+            items.append((key.strip(), text.strip()))
     fractions: dict[str, float] = {}
     for name, value in items:
         if not name or not name.replace("_", "").isalnum():
@@ -150,7 +151,7 @@ def read_split_file(path: str) -> dict[str, str]:
     return assignment
 
 
-def apply_split_file(ids: Sequence[str], assignment: Mapping[str, str], *, path: str,
+def apply_split_file(ids: Sequence[str], assignment: Mapping[str, str], *, path: str | None,
                      missing_ok: Sequence[str] = ()) -> dict[str, list[str]]:
     """Split ``ids`` as ``assignment`` says (each list sorted; splits in order of first appearance).
 

@@ -123,13 +123,14 @@ def label_ids(voxels: np.ndarray, *, path: str, num_classes: int | None) -> tupl
             where = tuple(int(i) for i in np.argwhere(fractional)[0])
             raise AnnotationError(path, f"label values must be whole numbers (class ids): voxel {where} (z, y, x) "
                                   f"holds {float(voxels[where])!r} ({int(fractional.sum())} voxel(s) are not whole)")
-    low, high = (voxels.min(), voxels.max()) if voxels.size else (0, 0)
-    for bad, what in ((low < 0, "negative"), (high > IGNORE_INDEX, f"above {IGNORE_INDEX}")):
-        if bad:
-            value = low if low < 0 else high
-            where = tuple(int(i) for i in np.argwhere(voxels == value)[0])
-            raise AnnotationError(path, f"label value {value.item()!r} at voxel {where} (z, y, x) is {what}: class "
-                                  f"ids are 0..254 (0 = background) and {IGNORE_INDEX} = ignore")
+    if voxels.size:  # an empty volume has no value out of range
+        low, high = voxels.min(), voxels.max()
+        for bad, what in ((low < 0, "negative"), (high > IGNORE_INDEX, f"above {IGNORE_INDEX}")):
+            if bad:
+                value = low if low < 0 else high
+                where = tuple(int(i) for i in np.argwhere(voxels == value)[0])
+                raise AnnotationError(path, f"label value {value.item()!r} at voxel {where} (z, y, x) is {what}: "
+                                      f"class ids are 0..254 (0 = background) and {IGNORE_INDEX} = ignore")
     ids = voxels.astype(np.uint8)
     counts = np.bincount(ids.ravel(), minlength=256).astype(np.int64)
     if num_classes is not None:
@@ -148,7 +149,9 @@ def moments(values: np.ndarray) -> dict:
     same array, so totals do not depend on the worker count).
     """
     exact = values.dtype.kind in "ui" and values.dtype.itemsize <= 2
-    sums, sumsq, lows, highs = [], [], [], []
+    sums: list[int | float] = []
+    sumsq: list[int | float] = []
+    lows, highs = [], []
     for c in range(values.shape[1]):
         channel = values[:, c]
         if exact:
@@ -255,6 +258,7 @@ def _slices(task: PairTask, image: Any, ids: np.ndarray, result: dict) -> dict:
     flat = pixels.reshape(-1, 1, image.channels)
     result["stats"] = _channel_stats(flat)
     result["pixel_dtype"] = pixels.dtype.name
+    assert task.axis is not None  # volume records (no axis) were returned before the slicing
     axis = int(task.axis)
     slices = []
     for index in range(pixels.shape[axis]):

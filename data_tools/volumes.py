@@ -56,7 +56,7 @@ FOREGROUND_SAMPLE_CAP = 20_000
 """Foreground voxels kept per volume and channel for the dataset percentiles (all of them when fewer)."""
 
 
-def read_class_names(labels: str | os.PathLike | Sequence[str] | None) -> list[str] | None:
+def read_class_names(labels: str | os.PathLike | list[str] | tuple[str, ...] | None) -> list[str] | None:
     """Class names in id order from ``--labels``.
 
     Accepted: a list of names; a comma-separated string (``"background,anterior,posterior"``);
@@ -156,7 +156,7 @@ def convert_volumes(
     labels_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
     *,
-    labels: str | os.PathLike | Sequence[str] | None = None,
+    labels: str | os.PathLike | list[str] | tuple[str, ...] | None = None,
     split: str | Mapping[str, float] = DEFAULT_SPLIT,
     folds: int = 0,
     seed: int = 0,
@@ -310,7 +310,7 @@ def _write(tmp: str, tasks: list[PairTask], plan: Mapping[str, Sequence[str]], o
                 skipped.append(FileNote(result["path"], result["problem"]))
                 continue
             key = (task.split, _shard_of(rank[(task.split, task.case)], len(plan[task.split]), num_shards[task.split]))
-            if key != writer_key:
+            if writer is None or key != writer_key:
                 if writer is not None:
                     writer.close()
                 writer_key = key

@@ -272,7 +272,8 @@ class LoadedModel:
         model: the Keras model.
         path: the ``.keras`` file.
         class_names: one name per output class.
-        normalization: resolved normalization dict (``None``: raw float32 input).
+        normalization: resolved normalization dict (the one given, else that of
+            ``model_info.json``, else per-image z-score).
         geometry: how the model is applied to a whole image.
         image_size: ``(h, w)`` of training examples, or ``None`` if unknown.
         crf: dense-CRF parameters stored with the run (``{}`` = defaults).
@@ -282,7 +283,7 @@ class LoadedModel:
     model: Any
     path: str
     class_names: list
-    normalization: dict | None
+    normalization: dict
     geometry: InferenceGeometry
     image_size: tuple | None
     crf: dict

@@ -429,7 +429,7 @@ def _check_choice(key: str, value: Any, choices: Sequence[str]) -> None:
         raise ConfigError(f"{key}: {value!r} is not one of {list(choices)}{hint}")
 
 
-def _nearest(name: str, candidates: Iterable[str], prefix: str = "") -> str:
+def _nearest(name: str, candidates: Iterable[str], prefix: str | None = "") -> str:
     match = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
     if not match:
         if prefix is None:
@@ -488,7 +488,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         if key not in fields:
             raise ConfigError(f"unknown config key {full!r}{_nearest(str(key), fields, prefix)}")
         annotation = hints[key]
-        if dataclasses.is_dataclass(annotation):
+        if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):  # a nested config class
             kwargs[key] = _build(annotation, value, full)
             continue
         if not _type_ok(value, annotation):

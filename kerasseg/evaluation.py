@@ -87,7 +87,7 @@ import io
 import json
 import math
 import os
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import numpy as np
 
@@ -123,6 +123,7 @@ _CHUNK_ELEMENTS = 1 << 22
 def _spacing_pair(spacing: float | Sequence[float] | None) -> tuple[float, float]:
     if spacing is None:
         return (1.0, 1.0)
+    values: tuple[float, ...]
     if isinstance(spacing, (int, float)):
         values = (float(spacing), float(spacing))
     else:
@@ -131,22 +132,23 @@ def _spacing_pair(spacing: float | Sequence[float] | None) -> tuple[float, float
             raise EvaluationError(f"spacing must be one number or (row, column), got {spacing!r}")
     if not all(v > 0 and math.isfinite(v) for v in values):
         raise EvaluationError(f"spacing must be positive, got {spacing!r}")
-    return values  # type: ignore[return-value]
+    return values
 
 
 def _spacing_triple(spacing: float | Sequence[float] | None) -> tuple[float, float, float]:
     """A volume's voxel size ``(z, y, x)``: ``None`` -> ones, one number -> that number on every axis."""
     if spacing is None:
         return (1.0, 1.0, 1.0)
-    if np.ndim(spacing) == 0:
-        values = (float(spacing),) * 3  # type: ignore[arg-type]
+    values: tuple[float, ...]
+    if np.ndim(spacing) == 0:  # a number (np.ndim does not narrow the union)
+        values = (float(cast(float, spacing)),) * 3
     else:
-        values = tuple(float(s) for s in spacing)  # type: ignore[union-attr]
+        values = tuple(float(s) for s in cast(Sequence[float], spacing))
         if len(values) != 3:
             raise EvaluationError(f"spacing of a volume must be one number or (z, y, x) in mm, got {spacing!r}")
     if not all(v > 0 and math.isfinite(v) for v in values):
         raise EvaluationError(f"spacing must be positive, got {spacing!r}")
-    return values  # type: ignore[return-value]
+    return values
 
 
 def _spacing_for(spacing: float | Sequence[float] | None, ndim: int) -> tuple[float, ...]:
@@ -186,9 +188,9 @@ def _surface_3d(mask: np.ndarray) -> np.ndarray:
         before[axis] = slice(None, -1)
         interior[tuple(after)] &= mask[tuple(before)]  # the neighbour at index - 1 along this axis
         interior[tuple(before)] &= mask[tuple(after)]  # the neighbour at index + 1
-        edge = [slice(None)] * 3
+        edge: list[slice | int] = [slice(None)] * 3
         for end in (0, -1):
-            edge[axis] = end  # type: ignore[call-overload]
+            edge[axis] = end
             interior[tuple(edge)] = False  # its neighbour there lies outside the volume
     return mask & ~interior
 
@@ -482,7 +484,7 @@ class SegmentationEvaluator:
         if spacing is not None and np.ndim(spacing) == 0:
             self.spacing: tuple[float, ...] | None = _spacing_pair(spacing)
             self._uniform_spacing = self.spacing[0]
-        elif spacing is not None and len(spacing) == 3:  # type: ignore[arg-type]
+        elif spacing is not None and len(cast(Sequence[float], spacing)) == 3:
             self.spacing = _spacing_triple(spacing)
         else:
             self.spacing = None if spacing is None else _spacing_pair(spacing)

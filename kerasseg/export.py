@@ -343,8 +343,8 @@ def _tflite_size(model: Any, divisor: int, size: tuple[int, int] | None) -> tupl
         if shape[1] is not None and shape[2] is not None:
             size = (int(shape[1]), int(shape[2]))
         else:
-            size = (DEFAULT_TFLITE_SIZE, DEFAULT_TFLITE_SIZE)
-            size = tuple(-(-s // divisor) * divisor for s in size)
+            side = -(-DEFAULT_TFLITE_SIZE // divisor) * divisor
+            size = (side, side)
     h, w = (int(s) for s in size)
     if h < 1 or w < 1:
         raise ExportError(f"tflite_input_size must be positive, got {size}")
@@ -472,12 +472,12 @@ def convert_tflite(
     os.makedirs(out_dir, exist_ok=True)
 
     # reference: the Keras model on the same inputs (eager, through the same pre/post-processing)
-    ref_masks, ref_probs = [], []
+    mask_list, prob_list = [], []
     for image in samples:
         out = fn(tf.constant(image[None]))
-        ref_masks.append(out["mask"].numpy()[0])
-        ref_probs.append(out["probabilities"].numpy()[0])
-    ref_masks, ref_probs = np.stack(ref_masks), np.stack(ref_probs)
+        mask_list.append(out["mask"].numpy()[0])
+        prob_list.append(out["probabilities"].numpy()[0])
+    ref_masks, ref_probs = np.stack(mask_list), np.stack(prob_list)
 
     report: dict[str, Any] = {"input_shape": [1, h, w, c], "input_dtype": "uint8", "samples": sample_source,
                               "crf_included": False}

@@ -429,6 +429,8 @@ def _display_uint8(image: np.ndarray) -> np.ndarray:
         image = image[:, :, None]
     if image.dtype != np.uint8:
         x = image.astype(np.float32)
+        lo: float | np.floating
+        hi: float | np.floating
         lo, hi = np.percentile(x, 1), np.percentile(x, 99)
         if hi <= lo:
             lo, hi = float(x.min()), float(x.max()) + 1e-6

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import keras
 import tensorflow as tf
@@ -719,7 +719,7 @@ LOSS_NAMES: dict[str, type[SegmentationLoss]] = {
 }
 
 
-def _nearest(word: str, choices: Sequence[str]) -> str:
+def _nearest(word: str, choices: Iterable[str]) -> str:
     match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.0)
     return f" (did you mean {match[0]!r}?)" if match else ""
 

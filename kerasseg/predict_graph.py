@@ -63,7 +63,7 @@ class InferenceGeometry:
     """
 
     mode: str = "whole"
-    size: tuple[int, int] | None = None
+    size: tuple[int, ...] | None = None  # (height, width): __post_init__ refuses any other length
     overlap: float = DEFAULT_OVERLAP
 
     def __post_init__(self) -> None:
@@ -108,8 +108,10 @@ class InferenceGeometry:
     def describe(self) -> str:
         """One line for logs and model cards."""
         if self.mode == "resize":
+            assert self.size is not None  # __post_init__ sizes "resize" and "tile"
             return f"resize to {self.size[0]}x{self.size[1]} and back"
         if self.mode == "tile":
+            assert self.size is not None
             return f"{self.size[0]}x{self.size[1]} tiles at native scale, overlap {self.overlap:g}, Gaussian-weighted"
         return "whole image at native scale, padded to the network stride"
 
@@ -197,7 +199,7 @@ def _whole(model: Any, x: Any, divisor: int) -> Any:
     return _call(model, x)[:, :height, :width, :]
 
 
-def _resized(model: Any, x: Any, size: tuple[int, int], divisor: int) -> Any:
+def _resized(model: Any, x: Any, size: Sequence[int], divisor: int) -> Any:
     import tensorflow as tf
 
     shape = tf.shape(x)
@@ -206,7 +208,7 @@ def _resized(model: Any, x: Any, size: tuple[int, int], divisor: int) -> Any:
     return tf.image.resize(probs, shape[1:3], method="bilinear")
 
 
-def _tiled_one(model: Any, image: Any, size: tuple[int, int], overlap: float, divisor: int,
+def _tiled_one(model: Any, image: Any, size: Sequence[int], overlap: float, divisor: int,
                num_outputs: int) -> Any:
     """Sliding-window probabilities of one normalized ``(H, W, C)`` image."""
     import tensorflow as tf
@@ -269,14 +271,17 @@ def predict_normalized(
     divisor = max(1, int(size_divisor))
     if geometry.mode == "tile" and num_outputs is None:
         num_outputs = int(model.outputs[0].shape[-1])
+    size, k = geometry.size, num_outputs
 
     def once(batch: Any) -> Any:
         if geometry.mode == "resize":
-            return _resized(model, batch, geometry.size, divisor)
+            assert size is not None  # InferenceGeometry sizes "resize" and "tile"
+            return _resized(model, batch, size, divisor)
         if geometry.mode == "tile":
+            assert size is not None and k is not None  # k: set above
             return tf.map_fn(
-                lambda one: _tiled_one(model, one, geometry.size, geometry.overlap, divisor, num_outputs),
-                batch, fn_output_signature=tf.TensorSpec([None, None, num_outputs], tf.float32),
+                lambda one: _tiled_one(model, one, size, geometry.overlap, divisor, k),
+                batch, fn_output_signature=tf.TensorSpec([None, None, k], tf.float32),
             )
         return _whole(model, batch, divisor)
 

@@ -623,7 +623,7 @@ def shard_problems(dataset_dir: str, split: str, info: DatasetInfo) -> list[str]
     )
     expected = info.shards.get(split)
     if expected is None:
-        counts = {int(SHARD_PATTERN.match(name)["count"]) for name in names}
+        counts = {int(m["count"]) for name in names if (m := SHARD_PATTERN.match(name)) is not None}
         if len(counts) > 1:
             return [f"{split}: shard files name different shard counts ({', '.join(names[:4])}...)"]
         expected = counts.pop() if counts else 0

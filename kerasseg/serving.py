@@ -118,7 +118,7 @@ def _guard(tensor: tf.Tensor, checks: Sequence[tuple[tf.Tensor, str]], shape: tf
     all_ok = tf.reduce_all(tf.stack([ok for ok, _ in checks]))
 
     def _fail() -> tf.Tensor:
-        ops = []
+        ops: list[tf.Operation] = []
         for ok, message in checks:  # in order: the first failing check reports
             with tf.control_dependencies(ops):
                 ops = [tf.debugging.Assert(ok, [message, shape], summarize=8)]

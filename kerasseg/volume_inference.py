@@ -79,7 +79,7 @@ def check_patch_size(patch_size: Any) -> tuple[int, int, int]:
         size, exact = (), False
     if len(size) != 3 or min(size) < 1 or not exact:
         raise InferenceError(f"patch_size must be (depth, height, width), 3 positive ints, got {patch_size!r}")
-    return size  # type: ignore[return-value]
+    return size
 
 
 def check_spacing(spacing: Any, *, what: str = "spacing") -> tuple[float, float, float]:
@@ -91,7 +91,7 @@ def check_spacing(spacing: Any, *, what: str = "spacing") -> tuple[float, float,
         values, shaped = (), False
     if not shaped or len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values):
         raise InferenceError(f"{what} must be the (z, y, x) voxel size in mm, 3 positive numbers, got {spacing!r}")
-    return values  # type: ignore[return-value]
+    return values
 
 
 def check_overlap(overlap: Any) -> float:

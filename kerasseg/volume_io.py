@@ -28,7 +28,7 @@ import dataclasses
 import math
 import os
 import struct
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence, cast
 
 from kerasseg.atomic_files import replacing
 from kerasseg.errors import VolumeError
@@ -59,6 +59,7 @@ GEOMETRY_TOLERANCE = 1e-3
 _KEPT_DTYPES = ("uint8", "int8", "uint16", "int16", "int32", "float32", "float64")  # kerasseg.schema.VOLUME_DTYPES
 _WIDENED = ("uint32", "uint64", "int64")  # stored as int32 when every value fits (lossless)
 _DICOM_TAGS = {"position": "0020|0032", "orientation": "0020|0037"}
+_Triple = tuple[float, float, float]  # a spacing (z, y, x) or an origin (x, y, z)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +116,7 @@ class Volume:
     @property
     def shape(self) -> tuple[int, int, int]:
         """``(D, H, W)`` (channels excluded)."""
-        return tuple(int(n) for n in self.voxels.shape[:3])  # type: ignore[return-value]
+        return cast(tuple[int, int, int], tuple(int(n) for n in self.voxels.shape[:3]))
 
     @property
     def channels(self) -> int:
@@ -359,11 +360,12 @@ def read_volume_info(path: str | os.PathLike, *, max_voxels: int | None = None) 
     shape = (int(size[2]), int(size[1]), int(size[0]))
     channels = int(reader.GetNumberOfComponents())
     _check_voxel_limit(path, shape, channels, max_voxels)
-    spacing = tuple(float(s) for s in reversed(reader.GetSpacing()))
-    origin = tuple(float(v) for v in reader.GetOrigin())
+    # _check_dimension above: a 3-D image, so 3 spacings and 3 origin coordinates
+    spacing = cast(_Triple, tuple(float(s) for s in reversed(reader.GetSpacing())))
+    origin = cast(_Triple, tuple(float(v) for v in reader.GetOrigin()))
     direction = tuple(float(v) for v in reader.GetDirection())
     _check_geometry(path, spacing, origin, direction)
-    return VolumeInfo(path, shape, channels, _dtype_of(reader), spacing, origin, direction)  # type: ignore[arg-type]
+    return VolumeInfo(path, shape, channels, _dtype_of(reader), spacing, origin, direction)
 
 
 def read_volume(path: str | os.PathLike, *, max_voxels: int | None = None) -> Volume:
@@ -421,11 +423,11 @@ def read_volume(path: str | os.PathLike, *, max_voxels: int | None = None) -> Vo
             inf = int((~finite).sum()) - nan
             raise VolumeError(path, f"holds {nan} NaN and {inf} infinite voxel(s) (first at index "
                               f"{tuple(int(i) for i in bad)}, (z, y, x)); fix or mask them in the source")
-    spacing = tuple(float(s) for s in reversed(image.GetSpacing()))
-    origin = tuple(float(v) for v in image.GetOrigin())
+    spacing = cast(_Triple, tuple(float(s) for s in reversed(image.GetSpacing())))  # 3-D: _check_dimension
+    origin = cast(_Triple, tuple(float(v) for v in image.GetOrigin()))
     direction = tuple(float(v) for v in image.GetDirection())
     _check_geometry(path, spacing, origin, direction)
-    return Volume(voxels, spacing, origin, direction, path, tuple(notes))  # type: ignore[arg-type]
+    return Volume(voxels, spacing, origin, direction, path, tuple(notes))
 
 
 def _storage_type(path: str, voxels: Any) -> tuple[Any, list[str]]:
@@ -589,11 +591,11 @@ def _dicom_info(folder: str, max_voxels: int | None) -> VolumeInfo:
         if reader.GetDimension() == 3 and size[2] > 1:
             shape = (int(size[2]), int(size[1]), int(size[0]))
             _check_voxel_limit(folder, shape, 1, max_voxels)
-            spacing = tuple(float(s) for s in reversed(reader.GetSpacing()))
+            spacing = cast(_Triple, tuple(float(s) for s in reversed(reader.GetSpacing())))  # dimension 3
             origin, direction = tuple(reader.GetOrigin()), tuple(reader.GetDirection())
             _check_geometry(folder, spacing, origin, direction)
             return VolumeInfo(folder, shape, int(reader.GetNumberOfComponents()), _dtype_of(reader),
-                              spacing, origin, direction, (file,))  # type: ignore[arg-type]
+                              spacing, origin, direction, (file,))
         raise VolumeError(folder, f"the DICOM series has one slice ({' x '.join(str(n) for n in size[:2])} "
                           "pixels): a 2D image, not a 3D volume")
     first_file, first = headers[0]
@@ -625,7 +627,7 @@ def _dicom_info(folder: str, max_voxels: int | None) -> VolumeInfo:
     origin = tuple(float(v) for v in positions[0][2])
     direction = tuple(float(v) for v in np.stack([row, col, normal], axis=1).ravel())
     _check_geometry(folder, spacing, origin, direction)
-    return VolumeInfo(folder, shape, int(first.GetNumberOfComponents()), dtype, spacing, origin,  # type: ignore[arg-type]
+    return VolumeInfo(folder, shape, int(first.GetNumberOfComponents()), dtype, spacing, origin,
                       direction, tuple(file for _, file, _ in positions))
 
 

@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
             f"{args.model}: model_info.json says {stored_channels} channel(s) but the model takes {model_channels}"
         )
     use_crf = args.crf or bool(crf_override)
-    crf = crf_arguments(loaded.crf, crf_override) if use_crf else None
+    crf: dict | bool | None = crf_arguments(loaded.crf, crf_override) if use_crf else None
     if use_crf and not crf:
         crf = True
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 # What a training config augments with unless it says otherwise (``data.augmentation``), and what
 # ``kerasseg plan`` starts from: flips and 90-degree turns, small affine warps, elastic deformation
@@ -122,7 +122,8 @@ class AugmentConfig:
     @classmethod
     def none(cls) -> "AugmentConfig":
         """Every probability 0 (identity)."""
-        return cls(**{name: 0.0 for name in _TRANSFORMS})
+        probabilities: dict[str, Any] = {name: 0.0 for name in _TRANSFORMS}
+        return cls(**probabilities)
 
     @classmethod
     def full(cls) -> "AugmentConfig":
@@ -140,7 +141,8 @@ class AugmentConfig:
         """
         data = dict(data or {})
         preset = data.pop("preset", "default")
-        base = {"none": cls.none, "default": cls, "full": cls.full}.get(preset)
+        presets: dict[str, Callable[[], AugmentConfig]] = {"none": cls.none, "default": cls, "full": cls.full}
+        base = presets.get(preset)
         if base is None:
             raise ValueError(f"augment: unknown preset {preset!r} (none, default, full)")
         flat: dict[str, Any] = {}

@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from kerasseg.schema import IGNORE_INDEX
 
@@ -152,12 +152,14 @@ class Augment3DConfig:
     @classmethod
     def none(cls) -> "Augment3DConfig":
         """Every probability 0 (identity)."""
-        return cls(**{name: 0.0 for name in _TRANSFORMS})
+        probabilities: dict[str, Any] = {name: 0.0 for name in _TRANSFORMS}
+        return cls(**probabilities)
 
     @classmethod
     def full(cls) -> "Augment3DConfig":
         """Every transform with probability 0.5 (benchmarks, timing)."""
-        return cls(**{name: 0.5 for name in _TRANSFORMS})
+        probabilities: dict[str, Any] = {name: 0.5 for name in _TRANSFORMS}
+        return cls(**probabilities)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> "Augment3DConfig":
@@ -175,7 +177,8 @@ class Augment3DConfig:
 
         data = dict(data or {})
         preset = data.pop("preset", "default")
-        base = {"none": cls.none, "default": cls, "full": cls.full}.get(preset)
+        presets: dict[str, Callable[[], Augment3DConfig]] = {"none": cls.none, "default": cls, "full": cls.full}
+        base = presets.get(preset)
         if base is None:
             raise ValueError(f"augmentation: unknown preset {preset!r} (none, default, full)")
         flat: dict[str, Any] = {}

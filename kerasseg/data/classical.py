@@ -20,7 +20,7 @@ Config form (a list, applied in order)::
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, overload
 
 import numpy as np
 
@@ -255,7 +255,7 @@ def _image_step(fn: Callable[..., np.ndarray]) -> Callable[..., tuple[np.ndarray
     def step(image, mask, **params):
         return fn(image, **params), mask
 
-    step.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]
+    step.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]  # typeshed: no __signature__ on functions
     step.__doc__ = fn.__doc__
     return step
 
@@ -264,7 +264,7 @@ def _mask_step(fn: Callable[..., np.ndarray]) -> Callable[..., tuple[np.ndarray,
     def step(image, mask, **params):
         return image, (None if mask is None else fn(mask, **params))
 
-    step.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]
+    step.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]  # typeshed: no __signature__ on functions
     step.__doc__ = fn.__doc__
     return step
 
@@ -284,7 +284,7 @@ def _crop_step(image, mask, **params):
     return image, mask
 
 
-_crop_step.__signature__ = inspect.signature(effective_region_bbox)  # type: ignore[attr-defined]
+_crop_step.__signature__ = inspect.signature(effective_region_bbox)  # type: ignore[attr-defined]  # as above
 
 #: name -> ``step(image, mask, **params) -> (image, mask)``
 PREPROCESSING_STEPS: dict[str, Callable[..., tuple[np.ndarray, np.ndarray | None]]] = {
@@ -326,6 +326,14 @@ def parse_steps(steps: Sequence[str | Mapping[str, Any]] | None) -> list[tuple[s
     return parsed
 
 
+@overload
+def apply_preprocessing(
+    image: np.ndarray, mask: np.ndarray, steps: Sequence[str | Mapping[str, Any]] | None
+) -> tuple[np.ndarray, np.ndarray]: ...
+@overload
+def apply_preprocessing(
+    image: np.ndarray, mask: None, steps: Sequence[str | Mapping[str, Any]] | None
+) -> tuple[np.ndarray, None]: ...
 def apply_preprocessing(
     image: np.ndarray, mask: np.ndarray | None, steps: Sequence[str | Mapping[str, Any]] | None
 ) -> tuple[np.ndarray, np.ndarray | None]:

@@ -21,11 +21,15 @@ Policies used by :func:`kerasseg.data.load_dataset` (``geometry=``):
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, overload
 
 from kerasseg.schema import IGNORE_INDEX
 
 
+@overload
+def as_size(size: None) -> None: ...
+@overload
+def as_size(size: int | Sequence[int]) -> tuple[int, int]: ...
 def as_size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
     """``256`` -> ``(256, 256)``; ``(h, w)`` unchanged; ``None`` stays ``None``."""
     if size is None:
@@ -35,7 +39,7 @@ def as_size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
     size = tuple(int(s) for s in size)
     if len(size) != 2 or min(size) <= 0:
         raise ValueError(f"image_size must be an int or (height, width) of positive ints, got {size}")
-    return size  # type: ignore[return-value]
+    return size
 
 
 def resize(image, mask, size: Sequence[int]):

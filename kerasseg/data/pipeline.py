@@ -184,7 +184,11 @@ def _transform(plan: _Plan, index, ex: Mapping) -> dict:
     # minmax, percentile) then never depend on the crop, exactly as at inference
     # (kerasseg.predict_graph), and intensity augmentation acts on top of them.
     image = normalize(image, plan.normalization)
-    if plan.geometry == "resize":
+    if plan.geometry == "pad":
+        pass  # padded after augmentation, below
+    elif plan.image_size is None:  # refused by _make_plan
+        raise ValueError(f"geometry {plan.geometry!r} needs image_size=(height, width)")
+    elif plan.geometry == "resize":
         image, mask = geometry_lib.resize(image, mask, plan.image_size)
     elif plan.geometry == "random_crop":
         image, mask = geometry_lib.random_crop(

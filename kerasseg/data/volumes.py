@@ -100,7 +100,7 @@ def _as_patch_size(patch_size: Any) -> tuple[int, int, int]:
         size = ()
     if len(size) != 3 or min(size) <= 0 or any(float(a) != b for a, b in zip(patch_size, size)):
         raise ValueError(f"patch_size must be (depth, height, width) of 3 positive ints, got {patch_size!r}")
-    return size  # type: ignore[return-value]
+    return size
 
 
 def _as_spacing(spacing: Any) -> tuple[float, float, float] | None:
@@ -112,7 +112,7 @@ def _as_spacing(spacing: Any) -> tuple[float, float, float] | None:
         values = ()
     if len(values) != 3 or not all(v > 0 and v < float("inf") for v in values):
         raise ValueError(f"spacing must be (z, y, x) voxel sizes in mm, 3 positive numbers, got {spacing!r}")
-    return values  # type: ignore[return-value]
+    return values
 
 
 def _make_plan(*, patch_size, spacing, normalization, foreground_fraction, augment, class_weights,

@@ -48,7 +48,7 @@ kernels fused into one splat/slice per step (:class:`_FusedPairwise`).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import keras
 import tensorflow as tf
@@ -65,7 +65,7 @@ _GAUSSIAN_FILTERS = ("auto", "lattice")
 _BILATERAL_FILTERS = ("auto", "lattice", "grid")
 
 
-def _as_float_list(value: float | Sequence[float]) -> float | list[float]:
+def _as_float_list(value: float | list[float] | tuple[float, ...]) -> float | list[float]:
     if isinstance(value, (list, tuple)):
         return [float(v) for v in value]
     return float(value)
@@ -120,7 +120,7 @@ class DenseCRF(keras.layers.Layer):
         gaussian_sxy: float = 3.0,
         gaussian_compat: float = 3.0,
         bilateral_sxy: float = 80.0,
-        bilateral_srgb: float | Sequence[float] = 13.0,
+        bilateral_srgb: float | list[float] | tuple[float, ...] = 13.0,
         bilateral_compat: float = 10.0,
         from_logits: bool = False,
         clip: float = 1e-5,
@@ -265,6 +265,8 @@ class _NormalizedKernel:
     ``norm`` is ``(1, P)``.
     """
 
+    lattice: _lattice.Lattice  # set by _lattice_kernel only (a grid kernel has none)
+
     def __init__(self, filter_fn, num_points: tf.Tensor):
         self.filter_fn = filter_fn
         ones = tf.ones([1, num_points], tf.float32)
@@ -403,13 +405,15 @@ def refine(
     q = _softmax0(-u)
     gauss_total = tf.tile(gauss.total, [1, batch])  # (1, B*HW)
     total = gaussian_compat * gauss_total + bilateral_compat * bilateral.total  # message of sum(Q) = 1
+    messages: Callable[[tf.Tensor], tf.Tensor]
     if use_grid:
 
-        def messages(head: tf.Tensor) -> tf.Tensor:
+        def grid_messages(head: tf.Tensor) -> tf.Tensor:
             # One smoothness-lattice pass serves all images: (K-1, B*HW) -> (B*(K-1), HW).
             msg_g = tf.reshape(gauss(tf.reshape(head, [-1, hw])), tf.shape(head))
             return gaussian_compat * msg_g + bilateral_compat * bilateral(head)
 
+        messages = grid_messages
     else:
         messages = _FusedPairwise(gauss, bilateral, batch=batch, hw=hw, w_g=gaussian_compat, w_b=bilateral_compat)
 

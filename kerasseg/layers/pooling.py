@@ -8,19 +8,19 @@ same as nearest-neighbour up-sampling, which copies a value to the whole window.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import keras
 import tensorflow as tf
 
 
-def _pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]:
+def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     if isinstance(value, int):
         value = (value, value)
     value = tuple(int(v) for v in value)
     if len(value) != 2 or min(value) < 1:
         raise ValueError(f"{name} must be a positive int or a pair of positive ints, got {value!r}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 @keras.saving.register_keras_serializable(package="kerasseg")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import keras
 import tensorflow as tf
@@ -61,7 +61,7 @@ class ResizeByFactor(keras.layers.Layer):
             ``"bicubic"`` or ``"area"``.
     """
 
-    def __init__(self, factor: int | tuple[int, int] = 2, interpolation: str = "bilinear", **kwargs: Any) -> None:
+    def __init__(self, factor: int | Sequence[int] = 2, interpolation: str = "bilinear", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if isinstance(factor, int):
             factor = (factor, factor)
@@ -119,7 +119,7 @@ class AdaptiveAveragePooling2D(keras.layers.Layer):
         output_size: int or ``(oh, ow)``.
     """
 
-    def __init__(self, output_size: int | tuple[int, int] = 1, **kwargs: Any) -> None:
+    def __init__(self, output_size: int | Sequence[int] = 1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if isinstance(output_size, int):
             output_size = (output_size, output_size)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 
 from kerasseg.errors import ModelConfigError
+
+if TYPE_CHECKING:
+    from typing import Unpack  # Python 3.11+ (kerasseg runs on 3.10): for the type checker only
 
 __all__ = ["ModelConfigError"]
 
@@ -32,7 +35,7 @@ def check_input_shape(
     divisor: int,
     spatial_dims: int = 2,
     allow_dynamic: bool = True,
-) -> tuple[int | None, ...]:
+) -> tuple[Unpack[tuple[int | None, ...]], int]:
     """Validate ``input_shape`` = spatial dims + channels; spatial dims multiples of ``divisor``."""
     try:
         shape = tuple(None if s is None else int(s) for s in input_shape)
@@ -43,7 +46,8 @@ def check_input_shape(
             f"{model}: input_shape must have {spatial_dims + 1} entries "
             f"({'(D, H, W, C)' if spatial_dims == 3 else '(H, W, C)'}), got {input_shape!r}"
         )
-    if shape[-1] is None or shape[-1] < 1:
+    channels = shape[-1]
+    if channels is None or channels < 1:
         raise ModelConfigError(f"{model}: the channel count must be a known positive int, got {input_shape!r}")
     for size in shape[:-1]:
         if size is None:
@@ -56,7 +60,7 @@ def check_input_shape(
                 f"use sizes that are multiples of {divisor} (e.g. {max(divisor, (size // divisor) * divisor)}) "
                 "or pad the image (kerasseg.models.size_divisor(model) gives the multiple)"
             )
-    return shape
+    return (*shape[:-1], channels)
 
 
 def check_choice(value: Any, choices: Sequence[Any], *, what: str, model: str) -> Any:

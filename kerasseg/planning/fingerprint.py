@@ -136,7 +136,7 @@ def _pixel_sample(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return rng.choice(pixels, _PIXELS_PER_IMAGE, replace=False)
 
 
-def _summary(samples: list[np.ndarray], moments: tuple[float, float, float]) -> dict[str, Any]:
+def _summary(samples: list[np.ndarray], moments: Sequence[float]) -> dict[str, Any]:
     """Percentiles of the pooled samples; exact mean/std from the running moments."""
     count, total, total_sq = moments
     if not count:
@@ -195,10 +195,10 @@ def fingerprint_dataset(dataset_dir: str, *, split: str = "train", max_examples:
     ignored = labelled = 0
     max_value = 0.0
     present = np.zeros(k)
-    objects = [[] for _ in range(k)]
-    areas = [[] for _ in range(k)]
-    extents = [[] for _ in range(k)]
-    thickness = [[] for _ in range(k)]
+    objects: list[list[int]] = [[] for _ in range(k)]
+    areas: list[list[float]] = [[] for _ in range(k)]
+    extents: list[list[float]] = [[] for _ in range(k)]
+    thickness: list[list[float]] = [[] for _ in range(k)]
     measured = 0
     for index, example in enumerate(iterate_examples(dataset_dir, split)):
         if index % stride:

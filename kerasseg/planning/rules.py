@@ -64,7 +64,7 @@ def _model_options(model: str, hw: Hardware, patch: int) -> tuple[dict, str]:
     cpu = not hw.gpu
     if model in ("unet", "attention_unet"):
         depth = 4 if patch >= 128 else max(2, int(math.log2(patch)) - 3)
-        options = {"base_filters": 32 if cpu else 64, "depth": depth}
+        options: dict[str, Any] = {"base_filters": 32 if cpu else 64, "depth": depth}
         reason = (f"{'32 filters (a quarter of the paper width in multiply-adds, for a CPU)' if cpu else '64 filters (the paper)'}, "
                   f"{depth} poolings (the bottleneck sees {patch // 2 ** depth} px of a {patch} px patch)")
         if model == "unet":

@@ -162,7 +162,7 @@ def dense_crf(
     gaussian_sxy: float = 3.0,
     gaussian_compat: float = 3.0,
     bilateral_sxy: float = 80.0,
-    bilateral_srgb: Union[float, Sequence[float]] = 13.0,
+    bilateral_srgb: Union[float, list[float], tuple[float, ...], np.ndarray] = 13.0,
     bilateral_compat: float = 10.0,
     kernel: str = "diag",
     normalization: str = "symmetric",

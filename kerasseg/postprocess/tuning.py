@@ -182,7 +182,7 @@ def tune_crf(
     band: int = 3,
     metric: str = "dice",
     names: Sequence[str] | None = None,
-    progress: Callable[[int, int, dict], None] | None = None,
+    progress: Callable[[int, int, dict], object] | None = None,
 ) -> TuningResult:
     """Grid-search CRF parameters on images with known labels.
 

@@ -22,7 +22,7 @@ import json
 import math
 import os
 import time
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import keras
 import numpy as np
@@ -58,7 +58,7 @@ class BatchNormRecalibration(keras.callbacks.Callback):
     def __init__(self, batches: Iterable[Any], *, steps: int):
         super().__init__()
         self._source = batches
-        self._iterator = None
+        self._iterator: Iterator[Any] | None = None
         self.steps = int(steps)
         self.last_steps = 0
 
@@ -101,7 +101,8 @@ class FullImageValidation(keras.callbacks.Callback):
         limit: validate on the first ``limit`` images only (``None``: all).
     """
 
-    def __init__(self, examples: Callable[[], Iterable[tuple[Any, Any]]], predictor: Callable[[Any], Any], *,
+    def __init__(self, examples: Callable[[], Iterable[tuple[Any, Any] | tuple[Any, Any, dict[str, Any]]]],
+                 predictor: Callable[[Any], Any], *,
                  class_names: Sequence[str], loss_fn: Any = None, ignore_index: int = IGNORE_INDEX,
                  limit: int | None = None):
         super().__init__()
@@ -125,7 +126,7 @@ class FullImageValidation(keras.callbacks.Callback):
             if self.limit is not None and index >= self.limit:
                 break
             image, mask = example[0], example[1]
-            context = example[2] if len(example) > 2 else {}  # e.g. a volume's spacing
+            context: dict[str, Any] = example[2] if len(example) > 2 else {}  # e.g. a volume's spacing
             probs = np.asarray(self.predictor(image, **context), np.float32)
             evaluator.update(mask, probs)
             if self.loss_fn is not None:
@@ -295,7 +296,7 @@ class _TrainingClock(keras.callbacks.Callback):
     def __init__(self, already_spent: float = 0.0):
         super().__init__()
         self.spent = float(already_spent)
-        self._started = None
+        self._started: float | None = None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._started = time.perf_counter()

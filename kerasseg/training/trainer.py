@@ -208,7 +208,9 @@ def _prepare(config: Config, strategy: Any) -> _Run:
     if info.is_volume:
         from kerasseg.artifacts import VolumeGeometry
 
-        geometry = VolumeGeometry(patch_size=tuple(config.data.image_size), spacing=config.data.spacing)
+        geometry: VolumeGeometry | InferenceGeometry = VolumeGeometry(
+            patch_size=tuple(config.data.image_size),
+            spacing=None if config.data.spacing is None else tuple(config.data.spacing))
     else:
         geometry = InferenceGeometry.from_training(config.data.geometry, config.data.image_size)
     return _Run(
