@@ -120,3 +120,23 @@ def test_every_path_it_names_exists():
         if not any(c.exists() for c in candidates):
             missing.append(name)
     assert sorted(missing) == []
+
+
+def test_the_tests_readme_names_every_module_and_existing_test_files():
+    """tests/README.md: one row per module or package, every test path it names exists."""
+    text = (REPO_ROOT / "tests" / "README.md").read_text(encoding="utf-8")
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    listed, paths = set(), set()
+    for row in rows:
+        first, _, rest = row[2:].partition(" | ")
+        names = re.findall(r"`([^`]+)`", first)
+        base = names[0].split("/")[0] + "/"  # later names in a row are relative to the first's package
+        for name in names:
+            full = name if name.startswith(base) else base + name
+            listed.add(full.rstrip("/").removesuffix(".py").replace("/", "."))
+        paths.update(re.findall(r"`([\w/]+(?:\.py|/))`", rest))
+    unlisted = [m for m in _modules() if m not in ("kerasseg", "kerasseg.__main__")
+                and not any(m == name or m.startswith(name + ".") for name in listed)]
+    assert unlisted == [], "add these modules to tests/README.md"
+    missing = sorted(p for p in paths if not (REPO_ROOT / "tests" / p).exists())
+    assert missing == []
