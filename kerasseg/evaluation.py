@@ -105,6 +105,7 @@ __all__ = [
     "hd95",
     "assd",
     "binary_scores",
+    "confusion_counts",
 ]
 
 EMPTY_POLICY = (
@@ -115,6 +116,19 @@ EMPTY_POLICY = (
 )
 
 _CHUNK_ELEMENTS = 1 << 22
+
+
+def confusion_counts(truth: np.ndarray, prediction: np.ndarray, num_classes: int) -> np.ndarray:
+    """int64 ``(K, K)`` counts: row = true class, column = predicted class.
+
+    ``truth`` and ``prediction`` are integer class ids of the pixels to count
+    (ignored pixels already left out), any equal shapes, values in ``0..K-1``.
+    The one counter behind :class:`SegmentationEvaluator` and the CRF scores
+    (:mod:`kerasseg.postprocess.scores`).
+    """
+    k = int(num_classes)
+    flat = np.asarray(truth, np.int64).ravel() * k + np.asarray(prediction, np.int64).ravel()
+    return np.bincount(flat, minlength=k * k).reshape(k, k)
 
 
 # --------------------------------------------------------------------------- geometry
@@ -669,7 +683,7 @@ class SegmentationEvaluator:
 
         t = truth[valid]
         p = pred[valid]
-        cm = np.bincount(t * self.n + p, minlength=self.n * self.n).reshape(self.n, self.n)
+        cm = confusion_counts(t, p, self.n)
         self.confusion += cm
         self.ignored_pixels += int(valid.size - np.count_nonzero(valid))
 

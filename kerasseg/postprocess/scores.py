@@ -17,6 +17,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from kerasseg.evaluation import confusion_counts
+
 
 def boundary_band(truth: np.ndarray, band: int) -> np.ndarray:
     """Boolean ``(H, W)``: pixels within ``band`` pixels of a change of label."""
@@ -68,8 +70,7 @@ class ScoreAccumulator:
         k = self.num_classes
         if valid.any() and (true[valid].max() >= k or true[valid].min() < 0):
             raise ValueError(f"truth has class ids outside 0..{k - 1} (and ignore {self.ignore_index})")
-        idx = true[valid] * k + np.clip(pred[valid], 0, k - 1)
-        self.confusion += np.bincount(idx, minlength=k * k).reshape(k, k)
+        self.confusion += confusion_counts(true[valid], np.clip(pred[valid], 0, k - 1), k)
         inband = boundary_band(true, self.band) & valid
         self.band_total += int(inband.sum())
         self.band_correct += int((pred[inband] == true[inband]).sum())
