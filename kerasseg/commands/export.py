@@ -26,7 +26,6 @@ from kerasseg.errors import CommandError
 from kerasseg.commands._shared import add_normalization_flag, parse_normalization
 
 # DenseCRF arguments that model_info.json's CRF settings (pydensecrf names) map to
-_DENSECRF_KEYS = ("iterations", "gaussian_sxy", "gaussian_compat", "bilateral_sxy", "bilateral_srgb", "bilateral_compat")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -79,22 +78,14 @@ def _parse_mapping(text: str | None, flag: str) -> dict | None:
 
 
 def crf_arguments(stored: dict | None, override: dict | None) -> dict:
-    """DenseCRF keyword arguments from model_info.json CRF settings plus overrides.
+    """DenseCRF keyword arguments from model_info.json CRF settings plus overrides
+    (:func:`kerasseg.postprocess.params.dense_crf_layer_arguments`); what the
+    layer cannot follow is printed as a note."""
+    from kerasseg.postprocess.params import dense_crf_layer_arguments
 
-    Settings DenseCRF does not take (``kernel``, ``normalization``, ``window``,
-    ``enabled``, ...) are dropped with a note when they differ from what the
-    layer does (diagonal kernel, symmetric normalization, percentile window).
-    """
-    stored = dict(stored or {})
-    out = {k: stored[k] for k in _DENSECRF_KEYS if k in stored}
-    for key, value in stored.items():
-        if key in _DENSECRF_KEYS or key in ("enabled", "use_generic_path"):
-            continue
-        if (key, value) in (("kernel", "diag"), ("normalization", "symmetric"), ("window", None)):
-            continue
-        print(f"note: model_info.json crf setting {key}={value!r} has no DenseCRF equivalent; "
-              "the serving graph uses a diagonal kernel, symmetric normalization and a 0.5-99.5 "
-              "percentile window for 16-bit images", file=sys.stderr)
+    out, notes = dense_crf_layer_arguments(stored)
+    for note in notes:
+        print(f"note: model_info.json {note}", file=sys.stderr)
     out.update(override or {})
     return out
 

@@ -209,3 +209,39 @@ def _check_center_width(center: Any, width: Any) -> None:
         raise CRFConfigError(f"window center/width must be numbers, got {center!r}, {width!r}") from None
     if not (math.isfinite(c) and math.isfinite(w) and w > 0):
         raise CRFConfigError(f"window needs a finite center and a width > 0, got {center!r}, {width!r}")
+
+
+DENSE_CRF_LAYER_FIELDS = (
+    "iterations", "gaussian_sxy", "gaussian_compat", "bilateral_sxy", "bilateral_srgb", "bilateral_compat",
+)
+"""The :class:`CRFParams` fields :class:`kerasseg.layers.DenseCRF` takes, under the same names."""
+
+# what the layer always does, as CRFParams settings
+_LAYER_BEHAVIOUR = {"kernel": "diag", "normalization": "symmetric", "window": None}
+
+
+def dense_crf_layer_arguments(settings: Mapping[str, Any] | None) -> tuple[dict[str, Any], list[str]]:
+    """The :class:`kerasseg.layers.DenseCRF` arguments for CRF ``settings``, and what they lose.
+
+    Args:
+        settings: a ``crf:`` mapping as :meth:`CRFParams.to_dict` writes it
+            (e.g. the ``crf`` entry of ``model_info.json``); ``None`` for the defaults.
+
+    Returns:
+        ``(kwargs, notes)``: the layer's keyword arguments (only the
+        :data:`DENSE_CRF_LAYER_FIELDS` present in ``settings``), and one note per
+        setting the layer cannot follow. The layer always uses a diagonal kernel,
+        symmetric normalization and, for 16-bit images, a 0.5-99.5 percentile
+        window; ``enabled`` and ``use_generic_path`` concern the NumPy path only.
+    """
+    settings = dict(settings or {})
+    kwargs = {key: settings[key] for key in DENSE_CRF_LAYER_FIELDS if key in settings}
+    notes = []
+    for key, value in settings.items():
+        if key in DENSE_CRF_LAYER_FIELDS or key in ("enabled", "use_generic_path"):
+            continue
+        if key in _LAYER_BEHAVIOUR and _LAYER_BEHAVIOUR[key] == value:
+            continue
+        notes.append(f"crf setting {key}={value!r} has no DenseCRF equivalent; the layer uses a diagonal "
+                     "kernel, symmetric normalization and a 0.5-99.5 percentile window for 16-bit images")
+    return kwargs, notes

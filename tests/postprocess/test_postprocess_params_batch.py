@@ -76,3 +76,19 @@ def test_batch_errors_name_the_item_even_from_a_worker():
 def test_resolve_n_jobs():
     assert resolve_n_jobs(None) == 1 and resolve_n_jobs(3) == 3
     assert resolve_n_jobs(-1) >= 1
+
+
+def test_dense_crf_layer_arguments_keep_the_layer_fields_and_name_what_is_lost():
+    from kerasseg.layers.dense_crf import DenseCRF
+    from kerasseg.postprocess.params import DENSE_CRF_LAYER_FIELDS, dense_crf_layer_arguments
+
+    stored = CRFParams(iterations=3, bilateral_srgb=(5.0, 6.0, 7.0), enabled=True).to_dict()
+    kwargs, notes = dense_crf_layer_arguments(stored)
+    assert set(kwargs) == set(DENSE_CRF_LAYER_FIELDS) and kwargs["iterations"] == 3
+    assert notes == []  # the defaults of kernel, normalization and window are what the layer does
+    layer = DenseCRF(**kwargs)  # every field is a DenseCRF argument under the same name
+    assert layer.get_config()["iterations"] == 3
+    kwargs, notes = dense_crf_layer_arguments({"iterations": 2, "kernel": "full", "window": [40, 400]})
+    assert kwargs == {"iterations": 2}
+    assert [note.split(" has ")[0] for note in notes] == ["crf setting kernel='full'", "crf setting window=[40, 400]"]
+    assert dense_crf_layer_arguments(None) == ({}, [])
