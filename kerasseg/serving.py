@@ -98,14 +98,19 @@ def _check_encoded(data: tf.Tensor) -> tf.Tensor:
 def _crf_image(raw: tf.Tensor) -> tf.Tensor:
     """The image the CRF's appearance kernel sees: 0..255 float ``(B,H,W,C)``.
 
-    uint8 images are used as they are; others (uint16) are windowed to their
-    0.5-99.5th percentiles per image and channel, like :mod:`kerasseg.postprocess`.
+    uint8 images are used as they are; others (uint16) are windowed to the
+    0.5-99.5th percentiles of each image, all its channels together, and rounded
+    to whole grey levels: what :func:`kerasseg.postprocess.appearance_image` does
+    on the NumPy side, so both CRFs see the same image.
     """
     if raw.dtype == tf.uint8:
         return tf.cast(raw, tf.float32)
-    from kerasseg.data.preprocess import normalize
+    from kerasseg.data.preprocess import percentile_bounds
 
-    return 255.0 * normalize(raw, {"method": "percentile", "lower": 0.5, "upper": 99.5})
+    x = tf.cast(raw, tf.float32)
+    low, high = percentile_bounds(x, 0.5, 99.5, joint_channels=True)
+    scaled = (tf.clip_by_value(x, low, high) - low) * (255.0 / tf.maximum(high - low, 1e-6))
+    return tf.where(high > low, tf.round(scaled), tf.zeros_like(scaled))
 
 
 def _guard(tensor: tf.Tensor, checks: Sequence[tuple[tf.Tensor, str]], shape: tf.Tensor) -> tf.Tensor:

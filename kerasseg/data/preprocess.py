@@ -163,7 +163,7 @@ def normalize(image, config: Mapping[str, Any] | None = None, *, spatial_dims: i
         upper = float(config.get("upper", 99.5))
         if not 0.0 <= lower < upper <= 100.0:
             raise NormalizationError(f"percentile needs 0 <= lower < upper <= 100, got {lower}, {upper}")
-        lo, hi = _percentiles(x, lower, upper, spatial_dims=spatial_dims)
+        lo, hi = percentile_bounds(x, lower, upper, spatial_dims=spatial_dims)
         x = tf.clip_by_value(x, lo, hi)
         return (x - lo) / tf.maximum(hi - lo, eps)
     if method == "window":
@@ -198,20 +198,38 @@ def normalize(image, config: Mapping[str, Any] | None = None, *, spatial_dims: i
     return x / top
 
 
-def _percentiles(x, lower: float, upper: float, *, spatial_dims: int = 2):
-    """Per image/channel percentiles of ``x`` (rank ``spatial_dims + 1`` or ``+ 2``) as broadcastable tensors."""
+def percentile_bounds(x: Any, lower: float, upper: float, *, spatial_dims: int = 2,
+                      joint_channels: bool = False) -> tuple[Any, Any]:
+    """The ``lower`` and ``upper`` percentiles of each image of ``x``, as tensors that broadcast against it.
+
+    Nearest rank: the sorted value at ``round((N - 1) * p / 100)`` (numpy's
+    ``method="nearest"``), so an image's bounds are values it holds.
+
+    Args:
+        x: float ``(B, *spatial, C)`` or ``(*spatial, C)`` with ``spatial_dims`` spatial axes.
+        lower, upper: percentiles in ``[0, 100]``.
+        spatial_dims: 2 for images, 3 for volumes.
+        joint_channels: one pair of bounds over all channels of an image (what the
+            dense CRF's appearance image uses, so colour differences survive)
+            instead of one pair per channel.
+
+    Returns:
+        ``(low, high)``, each ``(B, 1, ..., 1, C)`` (``C`` is 1 with ``joint_channels``),
+        without the batch axis when ``x`` has none.
+    """
     import tensorflow as tf
 
     rank = x.shape.rank
     batched = x if rank == spatial_dims + 2 else x[tf.newaxis]
     shape = tf.shape(batched)
-    flat = tf.reshape(batched, [shape[0], -1, shape[-1]])
+    channels = 1 if joint_channels else shape[-1]
+    flat = tf.reshape(batched, [shape[0], -1, channels])
     flat = tf.sort(tf.transpose(flat, [0, 2, 1]), axis=-1)  # (B, C, N)
     n = tf.cast(tf.shape(flat)[-1] - 1, tf.float32)
     lo_i = tf.cast(tf.round(n * lower / 100.0), tf.int32)
     hi_i = tf.cast(tf.round(n * upper / 100.0), tf.int32)
-    # (B, C) -> (B, 1, ..., 1, C): one statistic per image and channel
-    stat_shape = tf.concat([shape[:1], tf.ones([spatial_dims], tf.int32), shape[-1:]], 0)
+    # (B, C) -> (B, 1, ..., 1, C): one statistic per image (and channel)
+    stat_shape = tf.concat([shape[:1], tf.ones([spatial_dims], tf.int32), [channels]], 0)
     lo = tf.reshape(tf.gather(flat, lo_i, axis=-1), stat_shape)
     hi = tf.reshape(tf.gather(flat, hi_i, axis=-1), stat_shape)
     if rank == spatial_dims + 1:
@@ -294,4 +312,4 @@ def _as_list(value: Any) -> list:
 
 
 __all__ = ["DEFAULT_NORMALIZATION", "METHODS", "NormalizationError", "check_normalization", "normalize",
-           "resolve_normalization"]
+           "percentile_bounds", "resolve_normalization"]

@@ -8,7 +8,8 @@ uint8 first:
 * 16-bit, other integer and float images are *windowed*: intensities in
   ``[low, high]`` map linearly to ``0..255`` (rounded), values outside are
   clipped. By default ``low``/``high`` are the 0.5th and 99.5th percentiles of
-  the image (all channels together, so colours keep their balance); a
+  the image (all channels together, so colours keep their balance; nearest
+  rank, as the serving graph computes them); a
   ``(center, width)`` pair or ``{"center": c, "width": w}`` gives a fixed
   window (``low = c - w/2``, ``high = c + w/2``), as for CT, and
   ``{"percentiles": [lo, hi]}`` other percentiles;
@@ -47,7 +48,7 @@ def window_bounds(image: np.ndarray, window: WindowSpec = None) -> tuple[float, 
         c, w = float(window[0]), float(window[1])
         return c - w / 2.0, c + w / 2.0
     pct = DEFAULT_PERCENTILES if window is None else tuple(window["percentiles"])
-    lo, hi = np.percentile(image, pct)
+    lo, hi = np.percentile(image, pct, method="nearest")  # as the serving graph (percentile_bounds)
     return float(lo), float(hi)
 
 

@@ -136,3 +136,24 @@ def test_bad_parameters_raise_config_errors():
         dense_crf(image, probs, kernel="diagonal")
     with pytest.raises(CRFInputError, match="3 values but the image has 1"):
         dense_crf(image, probs, bilateral_srgb=(10, 10, 10))
+
+
+def test_the_serving_graph_gives_the_crf_the_same_16_bit_image_as_numpy():
+    """kerasseg predict (appearance_image) and the SavedModel (serving._crf_image) window
+    16-bit images alike: one 0.5-99.5 percentile window over all channels of the image."""
+    tf = pytest.importorskip("tensorflow")
+    from kerasseg.postprocess import appearance_image
+    from kerasseg.serving import _crf_image
+
+    rng = np.random.default_rng(3)
+    rgb = np.stack([rng.integers(0, 4000, (48, 64)), rng.integers(1000, 60000, (48, 64)),
+                    rng.integers(200, 900, (48, 64))], -1).astype(np.uint16)  # channels of very different range
+    grey = rng.integers(100, 30000, (40, 30, 1)).astype(np.uint16)
+    flat = np.full((8, 8, 3), 1234, np.uint16)
+    for image in (rgb, grey, flat):
+        ours = _crf_image(tf.constant(image[None]))[0].numpy()
+        reference = appearance_image(image)
+        assert ours.shape == reference.shape
+        assert np.array_equal(ours.astype(np.uint8), reference), np.abs(ours - reference).max()
+    # one window for the three channels: the narrow third channel stays dark instead of spanning 0..255
+    assert appearance_image(rgb)[..., 2].max() < 10
