@@ -1,4 +1,4 @@
-"""Helpers shared by the model builders: argument checks, normalization, heads."""
+"""Helpers shared by the model builders: argument checks, the norm-layer factory, heads."""
 
 from __future__ import annotations
 
@@ -94,8 +94,14 @@ def output_layer(logits: Any, activation: str | None, name: str = "probabilities
     return keras.layers.Activation(activation, dtype="float32", name=name)(logits)
 
 
-def normalization(kind: str | None, *, name: str, groups: int = 8, channels: int | None = None,
-                  momentum: float = 0.99, epsilon: float = 1e-3) -> keras.layers.Layer | None:
+def norm_layer(kind: str | None, *, name: str, groups: int = 8, channels: int | None = None,
+               momentum: float = 0.99, epsilon: float = 1e-3) -> keras.layers.Layer | None:
+    """The feature-normalization layer ``norm=kind`` of a builder (``None`` for no layer).
+
+    ``kind``: ``"batch"``, ``"group"`` (``min(groups, channels)`` groups),
+    ``"instance"`` or ``None``/``"none"``. Not to be confused with intensity
+    normalization of the input (:mod:`kerasseg.data.preprocess`).
+    """
     if kind is None or kind == "none":
         return None
     if kind == "batch":

@@ -21,7 +21,7 @@ from kerasseg.models._common import (
     check_choice,
     check_input_shape,
     check_num_classes,
-    normalization,
+    norm_layer,
     output_layer,
     resolve_activation,
     upsample2d,
@@ -52,7 +52,7 @@ def _conv_norm_relu(x: Any, filters: int, *, kernel: int, name: str, ndim: int, 
     L = _layers(ndim)
     x = L["conv"](filters, kernel, padding="same", use_bias=norm is None,
                   kernel_initializer="he_normal", name=f"{name}")(x)
-    layer = normalization(norm, name=f"{name}_norm", groups=groups, channels=filters)
+    layer = norm_layer(norm, name=f"{name}_norm", groups=groups, channels=filters)
     if layer is not None:
         x = layer(x)
     if relu:
@@ -89,7 +89,7 @@ def _upsample(x: Any, filters: int, *, name: str, ndim: int, mode: str, norm: st
             x = L["up"](2, name=f"{name}_upsample")(x)
         x = L["conv"](filters, 2, padding="same", use_bias=norm is None, kernel_initializer="he_normal",
                       name=f"{name}_upconv")(x)
-    layer = normalization(norm, name=f"{name}_upconv_norm", groups=groups, channels=filters)
+    layer = norm_layer(norm, name=f"{name}_upconv_norm", groups=groups, channels=filters)
     if layer is not None:
         x = layer(x)
     return keras.layers.ReLU(name=f"{name}_upconv_relu")(x)
