@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from kerasseg.atomic_files import write_text
 from kerasseg.errors import DemoFailed
 
 LESION_DICE_TARGET = 0.80
@@ -200,7 +201,7 @@ def run_demo(
         savedmodel_agrees=agrees,
         seconds={k: round(v, 2) for k, v in timings.items()},
     )
-    (workdir / "summary.json").write_text(json.dumps(dataclasses.asdict(summary), indent=2, default=float))
+    write_text(workdir / "summary.json", json.dumps(dataclasses.asdict(summary), indent=2, default=float))
     log(f"lesion Dice on the validation split: {lesion_dice:.4f} "
         f"(best epoch {summary.best_epoch} of {summary.epochs_run})")
     if not agrees:

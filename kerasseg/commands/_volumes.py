@@ -165,9 +165,9 @@ def predict(args: argparse.Namespace, loaded: Any) -> int:
             voxels = volume.voxels if volume.voxels.ndim == 3 else volume.voxels[..., 0]
             inference.save_overlay(target, _window(voxels[middle]), mask[middle])
         if args.probabilities:
-            target = os.path.join(args.out, f"{safe}_prob.npy")
-            print(f"generating: {target}", flush=True)
-            np.save(target, probs.astype(np.float32))
+            target = os.path.join(args.out, f"{safe}_prob")
+            print(f"generating: {target}.npy", flush=True)
+            inference.save_probabilities(target, probs, fmt="npy")  # float32, written atomically
     return 0
 
 
