@@ -90,7 +90,7 @@ def test_validation_evaluate_predict_and_savedmodel_agree(trained, tmp_path):
     _run("predict", "--model", "run/best.keras", str(source), "--out", "pred_p", "--probabilities", cwd=root)
     probabilities = np.load(root / "pred_p" / f"{case}_prob.npy")
     assert probabilities.dtype == np.float32 and probabilities.shape == (*predicted.shape, 3)
-    np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-4)
+    np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-3)  # accumulated in float16 (bounded memory)
     assert np.mean(probabilities.argmax(-1) == predicted) > 0.999
     assert sorted(p.name for p in (root / "pred_p").iterdir()) == [f"{case}_mask.nii.gz", f"{case}_prob.npy"]
 
