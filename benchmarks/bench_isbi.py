@@ -212,7 +212,8 @@ def run(quick: bool = False, *, models=None, folds=None, minutes_per_fold: float
                 probed = json.loads((WORK / "plans" / f"{model}_fold{k}.plan.json").read_text())["config"]
                 run_length = [f"training.epochs={probed['training']['epochs']}",
                               f"training.steps_per_epoch={probed['training']['steps_per_epoch']}",
-                              f"schedule.warmup_epochs={probed['schedule']['warmup_epochs']}"]
+                              f"schedule.warmup_epochs={probed['schedule']['warmup_epochs']}",
+                              f"training.mixed_precision={json.dumps(probed['training']['mixed_precision'])}"]
     merged = {**earlier, **per_model}
     summary.write_text(json.dumps(merged, indent=2))
     if not quick:

@@ -22,8 +22,9 @@ runs it:
 * ``infer3d_peak_rss_mb``: its sliding-window inference of a 160x256x256 int16
   volume (64^3 windows, overlap 0.5), ``infer3d_seconds`` its time.
 
-Speed (in-memory tensors, 256x256x1, batch 4, images/s over a few steps after
-a traced warm-up step, one process per oneDNN setting):
+Speed (in-memory tensors, 256x256x1, batch 4; after a two-step warm-up the
+float32 and mixed_bfloat16 models take turns for 3 rounds of 4 steps and the
+median round counts; one process per oneDNN setting):
 
 * ``train_bf16_vs_fp32_speed`` (U-Net, base 32) and ``..._deeplabv3plus``
   (MobileNetV2, from scratch): mixed_bfloat16 images/s / float32 images/s
@@ -45,7 +46,7 @@ CPU that emulates bfloat16):
 * ``train_bf16_vs_fp32_run_time_<model>``: bfloat16 training wall time /
   float32 (> 1: bfloat16 slower).
 
-Run: ``python benchmarks/bench_training.py [--quick]``.
+Run: ``python benchmarks/bench_training.py [--quick] [--parts memory speed accuracy]``.
 """
 
 from __future__ import annotations
@@ -130,7 +131,8 @@ def memory(quick: bool) -> dict[str, float]:
 
 def speed(quick: bool) -> dict[str, float]:
     models = ["unet"] if quick else ["unet", "deeplabv3plus"]
-    shape = {"size": 64, "batch": 2, "steps": 1} if quick else {"size": 256, "batch": 4, "steps": 3}
+    shape = ({"size": 64, "batch": 2, "steps": 1, "rounds": 1} if quick
+             else {"size": 256, "batch": 4, "steps": 4, "rounds": 3})
     # emulated bfloat16 DeepLabv3+ had not finished its 4 steps after 15 minutes: U-Net's ratio says enough
     skip = () if quick or _native_bf16() else tuple(f"{name}/mixed_bfloat16" for name in models if name != "unet")
     if skip:
@@ -184,10 +186,15 @@ def accuracy(quick: bool) -> dict[str, float]:
     return figures
 
 
-def run(quick: bool) -> dict[str, float]:
-    """Every figure of the module docstring."""
+PARTS = {"memory": memory, "speed": speed, "accuracy": accuracy}
+
+
+def run(quick: bool, parts: tuple[str, ...] = tuple(PARTS)) -> dict[str, float]:
+    """Every figure of the module docstring (of the ``parts`` asked for)."""
     sys.path.insert(0, str(HERE))
-    results = {**memory(quick), **speed(quick), **accuracy(quick)}
+    results: dict[str, float] = {}
+    for part in parts:
+        results.update(PARTS[part](quick))
     for key in sorted(results):
         print(f"{key}: {results[key]}")
     return results
@@ -196,8 +203,10 @@ def run(quick: bool) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="toy sizes (tests the code, figures mean nothing)")
+    parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS),
+                        help="measure only these parts (default: all)")
     args = parser.parse_args(argv)
-    print(json.dumps(run(args.quick), indent=2))
+    print(json.dumps(run(args.quick, tuple(args.parts)), indent=2))
     return 0
 
 

@@ -1,6 +1,9 @@
 """Run every benchmark and write ``RESULTS.md`` and ``results.json``.
 
-Usage: ``python benchmarks/run_all.py [--quick] [--only NAME ...] [--out DIR]``.
+Usage: ``python benchmarks/run_all.py [--quick] [--only NAME ...] [--out DIR]``, or
+``python benchmarks/run_all.py --merge FIGURES.json`` to fold the figures of one
+benchmark's own run (its ``--json`` file) into ``results.json`` and the key table
+of ``RESULTS.md``, leaving the other keys and the notes below the table as they are.
 Each ``bench_<name>.py`` exposes ``run(quick: bool) -> dict[str, float]``.
 A benchmark that fails is reported as failed (with its error) and the others
 still run; the exit status is non-zero if any failed.
@@ -78,15 +81,34 @@ def write_results(results: dict, failures: dict, timings: dict, out_dir: pathlib
         "| key | value | goal |",
         "| --- | --- | --- |",
     ]
-    for key in sorted(results):
-        value = results[key]
-        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
-        lines.append(f"| `{key}` | {shown} | {_verdict(key, value)} |")
+    lines += [_table_line(key, results[key]) for key in sorted(results)]
     lines += ["", "| benchmark | seconds | status |", "| --- | --- | --- |"]
     for name, seconds in timings.items():
         status = f"failed: {failures[name]}" if name in failures else "ok"
         lines.append(f"| {name} | {seconds:.0f} | {status} |")
     (out_dir / "RESULTS.md").write_text("\n".join(lines) + "\n")
+
+
+def _table_line(key: str, value) -> str:
+    shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+    return f"| `{key}` | {shown} | {_verdict(key, value)} |"
+
+
+def merge_results(figures: dict, out_dir: pathlib.Path) -> None:
+    """Put ``figures`` into ``out_dir``'s results.json and the key table of its RESULTS.md (rows
+    kept sorted); every other key and everything after the table stays as it is."""
+    path = out_dir / "results.json"
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    results.update({k: (float(v) if isinstance(v, (int, float)) else v) for k, v in figures.items()})
+    path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    md = out_dir / "RESULTS.md"
+    lines = md.read_text().splitlines()
+    start = lines.index("| key | value | goal |") + 2
+    end = start
+    while end < len(lines) and lines[end].startswith("| `"):
+        end += 1
+    table = [_table_line(key, results[key]) for key in sorted(results)]
+    md.write_text("\n".join(lines[:start] + table + lines[end:]) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,7 +122,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="training minutes per ISBI fold given to `kerasseg plan --budget-minutes`")
     parser.add_argument("--hippocampus-minutes", type=float, default=8.0,
                         help="training minutes per hippocampus fold given to `kerasseg plan --budget-minutes`")
+    parser.add_argument("--merge", type=pathlib.Path, default=None, metavar="FIGURES_JSON",
+                        help="only merge these figures into OUT's results.json and RESULTS.md table")
     args = parser.parse_args(argv)
+    if args.merge:
+        merge_results(json.loads(args.merge.read_text()), args.out)
+        print(f"merged {args.merge} into {args.out / 'results.json'} and {args.out / 'RESULTS.md'}")
+        return 0
 
     results: dict[str, float] = {}
     failures: dict[str, str] = {}

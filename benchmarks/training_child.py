@@ -15,8 +15,9 @@ Jobs (all on synthetic tensors: memory and speed do not depend on the pixels):
 * ``train3d``: 3D U-Net ``fit`` on ``batch`` patches of ``patch``.
 * ``infer3d``: ``kerasseg.volume_inference.VolumePredictor`` over one int16 ``volume``.
 * ``speed``: training images/s of each ``models`` entry under each ``policies``
-  entry (leaving out the ``"model/policy"`` pairs in ``skip``), timed over
-  ``steps`` steps after a warm-up ``fit`` (tracing excluded).
+  entry (leaving out the ``"model/policy"`` pairs in ``skip``): after a
+  two-step warm-up (tracing excluded) the policies take turns for ``rounds``
+  rounds of ``steps`` steps; the median round counts.
 """
 
 from __future__ import annotations
@@ -125,22 +126,35 @@ def _speed_model(name: str, size: int, policy: str):
 
 
 def speed(models: list[str], policies: list[str], size: int, batch: int, steps: int,
-          skip: tuple[str, ...] = ()) -> dict:
+          skip: tuple[str, ...] = (), rounds: int = 1) -> dict:
+    """Images/s of each model under each policy: every model of a name is built and traced first,
+    then the policies take turns for ``rounds`` rounds of ``steps`` steps (so a change in machine
+    load hits both sides of a ratio alike); the median round counts."""
+    import statistics
+
     import keras
 
     figures = {}
     for name in models:
+        built = {}
         for policy in policies:
             if f"{name}/{policy}" in skip:
                 continue
-            model = _speed_model(name, size, policy)
-            data = _batches((batch, size, size, 1), (batch, size, size))
-            model.fit(data, steps_per_epoch=1, epochs=1, verbose=0)  # traces the step
-            started = time.perf_counter()
-            model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
-            figures[f"{name}/{policy}"] = steps * batch / (time.perf_counter() - started)
-            keras.backend.clear_session()
-    keras.mixed_precision.set_global_policy("float32")
+            built[policy] = _speed_model(name, size, policy)
+        keras.mixed_precision.set_global_policy("float32")
+        data = _batches((batch, size, size, 1), (batch, size, size))
+        for model in built.values():
+            model.fit(data, steps_per_epoch=2, epochs=1, verbose=0)  # traces the step, warms the kernels
+        times: dict[str, list[float]] = {policy: [] for policy in built}
+        for _ in range(rounds):
+            for policy, model in built.items():
+                started = time.perf_counter()
+                model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
+                times[policy].append(time.perf_counter() - started)
+        for policy, seconds in times.items():
+            figures[f"{name}/{policy}"] = steps * batch / statistics.median(seconds)
+        del built
+        keras.backend.clear_session()
     return {"images_per_s": figures}
 
 

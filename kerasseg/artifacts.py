@@ -338,12 +338,31 @@ def fit_geometry_to_model(geometry: InferenceGeometry, model: Any) -> InferenceG
     return InferenceGeometry(mode="tile", size=fixed, overlap=geometry.overlap)
 
 
+def _inference_precision(model: Any, float32: bool | None, path: str | os.PathLike) -> Any:
+    from kerasseg.models.precision import as_float32, compute_dtype
+
+    trained = compute_dtype(model)
+    if trained == "float32" or float32 is False:
+        return model
+    if float32 is None:
+        import tensorflow as tf
+
+        from kerasseg.tf_runtime import cpu_has_bf16
+
+        if trained != "bfloat16" or cpu_has_bf16() or tf.config.list_physical_devices("GPU"):
+            return model
+        print(f"note: {os.fspath(path)} was trained in mixed_bfloat16 and this CPU has no native bfloat16: "
+              "computing in float32 instead (the same weights)", file=sys.stderr)
+    return as_float32(model)
+
+
 def load_for_inference(
     path: str | os.PathLike,
     *,
     normalization: dict | str | None = None,
     class_names: Sequence[str] | None = None,
     geometry: InferenceGeometry | None = None,
+    float32: bool | None = None,
 ) -> LoadedModel:
     """Load a model and its ``model_info.json``; explicit arguments override the file.
 
@@ -351,11 +370,17 @@ def load_for_inference(
     z-scored per image (the kerasseg default) and a note says so on stderr;
     the geometry is then ``whole`` (the image at its own scale).
 
+    ``float32``: ``True`` computes in float32 whatever the model was trained
+    in; ``False`` keeps its training precision; ``None`` (default) keeps it
+    except for a bfloat16 model on a CPU that would only emulate bfloat16
+    (several times slower), which then computes in float32 with a note on stderr
+    (:func:`kerasseg.models.precision.as_float32`).
+
     Raises:
         ArtifactError: missing/corrupt model or model info, class names that do
             not match the model's outputs.
     """
-    model = load_model(path)
+    model = _inference_precision(load_model(path), float32, path)
     info = read_model_info(path)
     if isinstance(normalization, str):
         normalization = {"method": normalization}

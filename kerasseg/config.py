@@ -9,7 +9,7 @@ A training run is described by one YAML file (see ``configs/`` for examples)::
     loss:      {name: dice_ce}
     optimizer: {name: adam, learning_rate: 0.001}
     schedule:  {name: cosine}
-    training:  {epochs: 50, batch_size: 4, strategy: auto, mixed_precision: false}
+    training:  {epochs: 50, batch_size: 4, strategy: auto, mixed_precision: auto}
     finetune:  {frozen_epochs: 0, learning_rate_factor: 0.1}
     callbacks: {tensorboard: true, early_stopping_patience: null}
     crf:       {enabled: false, iterations: 5}
@@ -214,8 +214,10 @@ class TrainingConfig:
             the number of replicas.
         steps_per_epoch, validation_steps: ``null`` = one pass over the split.
         strategy: ``auto | default | one_device | mirrored | multi_worker``.
-        mixed_precision: ``false``, ``true`` (``mixed_float16`` on GPU,
-            ``mixed_bfloat16`` on CPU) or a Keras policy name.
+        mixed_precision: ``auto`` (``mixed_bfloat16`` on a CPU with native
+            bfloat16 and no GPU, else float32), ``false``, ``true``
+            (``mixed_float16`` on GPU, ``mixed_bfloat16`` on CPU) or a Keras
+            policy name.
         monitor: metric that picks the best model (maximised; ties go to the
             later epoch): ``val_foreground_dice`` (mean Dice over the classes
             that are not background, see :mod:`kerasseg.classes`),
@@ -233,7 +235,7 @@ class TrainingConfig:
     steps_per_epoch: Union[int, None] = None
     validation_steps: Union[int, None] = None
     strategy: str = "auto"
-    mixed_precision: Any = False
+    mixed_precision: Any = "auto"
     monitor: str = "val_foreground_dice"
     verbose: int = 1
     batchnorm_recalibration_steps: int = 8
@@ -297,7 +299,7 @@ class Config:
         mp = self.training.mixed_precision
         if not isinstance(mp, bool):
             _check_choice(
-                "training.mixed_precision", mp, ("mixed_float16", "mixed_bfloat16", "float32")
+                "training.mixed_precision", mp, ("auto", "mixed_float16", "mixed_bfloat16", "float32")
             )
         size = self.data.image_size
         if (

@@ -11,7 +11,14 @@ Not reproduced since: ``benchmarks/bench_training.py`` (``train_onednn_speedup_<
 whole processes, 256x256, batch 4, on the same kind of machine under load) measured
 0.93x for U-Net and 1.00x for DeepLabv3+ on 2026-12-03, so the setting is kept
 as harmless but its gain is unconfirmed.
+Measured again on a 2-core AVX512_BF16 EPYC (where TensorFlow turns oneDNN on by
+itself), ``train_onednn_speedup_<model>`` 2026-12-07: see benchmarks/RESULTS.md.
 Library users (``import kerasseg``) decide for themselves: nothing happens at import.
+
+bfloat16: :func:`cpu_has_bf16` tells whether this CPU computes bfloat16 natively
+(AVX512_BF16 or AMX-BF16); ``training.mixed_precision: auto`` trains in
+``mixed_bfloat16`` only there, since elsewhere TensorFlow emulates it (several
+times slower than float32).
 """
 
 from __future__ import annotations
@@ -34,4 +41,17 @@ def prefer_onednn() -> bool:
     return True
 
 
-__all__ = ["ONEDNN_VARIABLE", "prefer_onednn"]
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """True when the CPU flags list ``avx512_bf16`` or ``amx_bf16`` (Linux; ``False`` elsewhere)."""
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[-1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+__all__ = ["ONEDNN_VARIABLE", "cpu_has_bf16", "prefer_onednn"]

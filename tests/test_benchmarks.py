@@ -110,3 +110,21 @@ def test_gpu_check_without_a_gpu_says_so_in_one_json_line():
     assert result.returncode == 2, result.stdout + result.stderr[-2000:]
     line = json.loads(result.stdout.strip().splitlines()[-1])
     assert line["gpus"] == 0 and "no GPU" in line["error"]
+
+
+def test_merge_puts_one_benchmarks_figures_into_the_results_and_keeps_the_notes(tmp_path):
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    import run_all
+
+    run_all.write_results({"a_key": 1.0, "tf_crf_vs_pydensecrf": 1.5}, {}, {"x": 3.0}, tmp_path, quick=False)
+    md = tmp_path / "RESULTS.md"
+    md.write_text(md.read_text() + "\n## Notes\n\nwritten by hand\n")
+    figures = tmp_path / "new.json"
+    figures.write_text(json.dumps({"tf_crf_vs_pydensecrf": 2.5, "b_key": 7}))
+    assert run_all.main(["--merge", str(figures), "--out", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "results.json").read_text()) == {
+        "a_key": 1.0, "b_key": 7.0, "tf_crf_vs_pydensecrf": 2.5}
+    text = md.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert rows == ["| `a_key` | 1 |  |", "| `b_key` | 7 |  |", "| `tf_crf_vs_pydensecrf` | 2.5 | met (>= 2) |"]
+    assert text.endswith("## Notes\n\nwritten by hand\n") and "| x | 3 | ok |" in text

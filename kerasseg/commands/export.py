@@ -9,6 +9,9 @@ by ``kerasseg train``); flags override them. Without ``--version`` the next
 free version number is used; an existing version is replaced only with
 ``--overwrite``.
 
+``--float32`` makes a model trained in mixed precision compute in float32
+in the SavedModel (by default it computes as it was trained).
+
 ``--tflite`` also writes ``tflite/model_float32.tflite`` and
 ``tflite/model_dynamic_range.tflite`` for a fixed input size (``--tflite-size``,
 default the training image size) and reports how many mask pixels agree with
@@ -49,6 +52,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "with the parameters from model_info.json")
     parser.add_argument("--crf-params", default=None,
                         help="DenseCRF parameters overriding the stored ones, YAML/JSON, e.g. '{iterations: 5}'")
+    parser.add_argument("--float32", action="store_true",
+                        help="compute in float32 in the SavedModel even if the model was trained in mixed "
+                        "precision (serving on hardware without bfloat16); default: the training precision")
     parser.add_argument("--tflite", action="store_true",
                         help="also write float32 and dynamic-range quantized TFLite models (fixed input size)")
     parser.add_argument("--tflite-size", type=int, nargs=2, default=None, metavar=("H", "W"),
@@ -119,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
     from kerasseg.export import ExportError, export, next_version
 
     try:
-        loaded = inference.load_for_inference(args.model, normalization=normalization, class_names=class_names)
+        loaded = inference.load_for_inference(args.model, normalization=normalization, class_names=class_names,
+                                              float32=True if args.float32 else None)
     except inference.InferenceError as e:
         raise CommandError(str(e)) from None
     if loaded.info is not None and loaded.info.volume is not None:

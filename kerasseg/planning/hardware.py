@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from kerasseg.tf_runtime import cpu_has_bf16
+
 
 @dataclasses.dataclass(frozen=True)
 class Hardware:
@@ -44,19 +46,6 @@ def _available_host_memory() -> int:
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):
         return 4 << 30
-
-
-def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """True when the CPU flags list ``avx512_bf16`` or ``amx_bf16`` (Linux; ``False`` elsewhere)."""
-    try:
-        with open(cpuinfo, encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[-1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
 
 
 def detect_hardware(*, memory_gb: float | None = None) -> Hardware:

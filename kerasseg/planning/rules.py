@@ -185,13 +185,15 @@ def draft(fp: Fingerprint, hw: Hardware, *, model: str | None, dataset_dir: str,
     d.append(Decision("optimizer.learning_rate", lr, f"the rate {name} learns with from scratch in our real-data tests"))
     d.append(Decision("schedule.name", "cosine", "cosine decay to the end of the budget: the last epochs refine"))
     d.append(Decision("schedule.min_learning_rate", lr / 100, "1 % of the starting rate"))
-    mixed = hw.gpu
-    if mixed:
+    mixed: bool | str = True if hw.gpu else "auto"
+    if hw.gpu:
         precision = "mixed_float16 on the GPU"
     elif hw.cpu_bf16:
-        precision = "float32 unless the timing probe measures mixed_bfloat16 faster on this CPU (native bfloat16)"
+        precision = ("auto: mixed_bfloat16 on this CPU (native bfloat16; faster for U-Net and DeepLabv3+ at the "
+                     "same Dice, benchmarks/RESULTS.md); the timing probe keeps the faster of the two")
     else:
-        precision = "float32: this CPU has no native bfloat16 (emulated, it is several times slower)"
+        precision = ("auto: float32 here, this CPU has no native bfloat16 (emulated, it is several times slower); "
+                     "bfloat16 on a CPU that has it")
     d.append(Decision("training.mixed_precision", mixed, precision))
     d.append(Decision("training.monitor", "val_foreground_dice" if val_split else "foreground_dice",
                       "best.keras is chosen on the foreground classes, ties to the later epoch"))

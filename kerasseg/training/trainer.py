@@ -22,7 +22,12 @@ from kerasseg import distribute
 from kerasseg.config import Config, save_config, to_dict
 from kerasseg.training import run_dir as files
 from kerasseg.errors import TrainingError
-from kerasseg.training.settings import class_weights_setting, loss_spec, mixed_precision_policy
+from kerasseg.training.settings import (
+    class_weights_setting,
+    emulated_bfloat16_warning,
+    loss_spec,
+    mixed_precision_policy,
+)
 
 LAST_MODEL_FILENAME = "last.keras"
 
@@ -499,6 +504,9 @@ def fit(config: Config | Mapping[str, Any] | str | os.PathLike, *, overrides: Se
                 f"{_policy_note(policy)}; best model by {run.monitor}; run folder {run.run_dir}",
                 run.chief,
             )
+            warning = emulated_bfloat16_warning(policy)
+            if warning:
+                _log(warning, run.chief)
             with strategy.scope():
                 train_ds = _training_stream(run)
                 model = build_model(config, run.info)

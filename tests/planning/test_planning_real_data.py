@@ -82,7 +82,7 @@ def test_probe_times_short_real_runs_and_keeps_the_faster_precision(isbi_dataset
     bf16, fp32 = (float(word) for word in re.findall(r"took ([0-9.e+-]+) s in mixed_bfloat16 and ([0-9.e+-]+) s", reason)[0])
     assert timing.step_seconds == pytest.approx(min(bf16, fp32), rel=1e-2)
     assert (setting == "mixed_bfloat16") == (bf16 < fp32)
-    assert config.training.mixed_precision is False  # the caller's config is not changed
+    assert config.training.mixed_precision == "auto"  # the caller's config is not changed
     assert 0 < timing.step_seconds < 10 and timing.epoch_end_seconds > 0 and timing.startup_seconds > 0
     assert timing.probe_seconds > timing.startup_seconds
     assert not os.path.exists(unused)  # the probe ran in a temporary folder

@@ -58,6 +58,11 @@ def test_thin_structures_are_cropped_at_native_scale():
     assert config.data.geometry == "random_crop" and config.data.image_size == [256, 256]
     assert "membrane" in d["data.geometry"].reason and "thin" in d["data.geometry"].reason
     assert config.model.name == "unet" and config.model.options["base_filters"] == 32
+    # unprobed, a CPU plan trains in bfloat16 exactly where the CPU computes it natively
+    assert config.training.mixed_precision == "auto" and "no native bfloat16" in d["training.mixed_precision"].reason
+    bf16_cpu = Hardware(device="CPU", memory_bytes=16 << 30, cpu_cores=2, description="test CPU", cpu_bf16=True)
+    config, d = _decided(fp, bf16_cpu)
+    assert config.training.mixed_precision == "auto" and "mixed_bfloat16 on this CPU" in d["training.mixed_precision"].reason
 
 
 def test_large_compact_objects_in_large_images_are_resized_whole():
