@@ -15,14 +15,14 @@ a user types:
 3. ``kerasseg train plan.yaml --set training.max_minutes=null`` (the planned
    steps are kept even if the machine is busier than when probed, so the
    accuracy does not depend on other load; the wall time is reported);
-4. ``kerasseg evaluate --model RUN/best.keras --data DATA --split val``, with and
-   without ``--crf``.
+4. ``kerasseg evaluate --model RUN/best.keras --data DATA --split val``, plain, with
+   ``--crf`` and with ``--tta`` (the four flips averaged).
 
 Figures per model (mean over the folds run): ``isbi_<model>_mean_dice`` (Dice
 averaged over membrane and cell, the definition behind NVIDIA's published
 0.89), ``_membrane_dice``, ``_membrane_iou``, ``_pixel_error`` (1 - pixel
 accuracy; the U-Net paper's 0.0611 is on the hidden test set), ``_mean_dice_crf``,
-``_membrane_dice_crf``, ``_folds``, ``_budget_minutes`` (planned training minutes
+``_membrane_dice_crf``, ``_mean_dice_tta``, ``_membrane_dice_tta``, ``_folds``, ``_budget_minutes`` (planned training minutes
 per fold) and ``_train_minutes`` (measured). Per-fold rows and the validation
 curves (foreground Dice against training minutes, from each run's
 ``history.csv``) go to ``_work/isbi/summary.json``; the curves are drawn in
@@ -144,8 +144,11 @@ def run_fold(model: str, k: int, data: pathlib.Path, *, minutes: float, quick: b
     limit = ["--limit", "1"] if quick else []
     model_path = run_dir / "best.keras"
     plain, crf_report = run_dir / "eval_val.json", run_dir / "eval_val_crf.json"
+    tta_report = run_dir / "eval_val_tta.json"
     _cli("kerasseg", "evaluate", "--model", str(model_path), "--data", str(data), "--split", "val",
          "--report", str(plain), *limit, log=log)
+    _cli("kerasseg", "evaluate", "--model", str(model_path), "--data", str(data), "--split", "val", "--tta",
+         "--report", str(tta_report), *limit, log=log)
     if crf:
         _cli("kerasseg", "evaluate", "--model", str(model_path), "--data", str(data), "--split", "val", "--crf",
              "--report", str(crf_report), *limit, log=log)
@@ -153,11 +156,13 @@ def run_fold(model: str, k: int, data: pathlib.Path, *, minutes: float, quick: b
 
     trained = yaml.safe_load((run_dir / "config.yaml").read_text())["training"]  # the plan with the overrides
     with_crf = {f"{key}_crf": v for key, v in _scores(crf_report).items()} if crf else {}
-    row = {"fold": k, **_scores(plain), **with_crf,
+    with_tta = {f"{key}_tta": v for key, v in _scores(tta_report).items()}
+    row = {"fold": k, **_scores(plain), **with_crf, **with_tta,
            "train_minutes": train_minutes, "epochs": trained["epochs"], "steps_per_epoch": trained["steps_per_epoch"],
            "curve": _curve(run_dir / "history.csv")}
     shown_crf = f" (CRF {row['mean_dice_crf']:.4f})" if crf else ""
-    print(f"{model}{tag} fold {k}: mean Dice {row['mean_dice']:.4f}{shown_crf}, membrane Dice "
+    print(f"{model}{tag} fold {k}: mean Dice {row['mean_dice']:.4f}{shown_crf} (flip TTA "
+          f"{row['mean_dice_tta']:.4f}), membrane Dice "
           f"{row['membrane_dice']:.4f}, pixel error {row['pixel_error']:.4f}; {row['epochs']} x "
           f"{row['steps_per_epoch']} steps in {train_minutes:.1f} min", flush=True)
     return row
@@ -221,8 +226,9 @@ def run(quick: bool = False, *, models=None, folds=None, minutes_per_fold: float
     figures: dict[str, float] = {}
     for model, rows in per_model.items():
         for key in ("mean_dice", "membrane_dice", "membrane_iou", "pixel_error", "mean_dice_crf",
-                    "membrane_dice_crf", "train_minutes"):
-            figures[f"isbi_{model}_{key}"] = float(sum(r[key] for r in rows) / len(rows))
+                    "membrane_dice_crf", "mean_dice_tta", "membrane_dice_tta", "train_minutes"):
+            if all(key in r for r in rows):
+                figures[f"isbi_{model}_{key}"] = float(sum(r[key] for r in rows) / len(rows))
         figures[f"isbi_{model}_folds"] = float(len(rows))
         figures[f"isbi_{model}_budget_minutes"] = float(minutes_per_fold)
     print("anchors: " + "; ".join(f"{k} {v}" for k, v in ANCHORS.items()))

@@ -204,6 +204,17 @@ def test_mixed_bfloat16_on_cpu_trains_and_restores_the_policy(dataset, tmp_path,
     assert "mixed precision mixed_bfloat16 on CPU (computations in bfloat16)" in capsys.readouterr().err
 
 
+def test_auto_precision_trains_in_bfloat16_exactly_where_the_cpu_has_it(dataset, tmp_path, capsys):
+    from kerasseg.tf_runtime import cpu_has_bf16
+
+    config = helpers.tiny_config(dataset, tmp_path / "auto", training={"epochs": 1, "steps_per_epoch": 2})
+    result = training.fit(config, overrides=["training.mixed_precision=auto"])
+    native = cpu_has_bf16()
+    assert result.model.layers[1].dtype_policy.name == ("mixed_bfloat16" if native else "float32")
+    err = capsys.readouterr().err
+    assert ("computations in bfloat16" in err) == native and "emulates it" not in err
+
+
 # ----------------------------------------------------------------------------- CLIs
 
 

@@ -93,7 +93,12 @@ def write_dataset(
 
 
 def tiny_config(data_dir, run_dir, **sections) -> dict:
-    """A config dict for a tiny U-Net on the disk dataset (sections override)."""
+    """A config dict for a tiny U-Net on the disk dataset (sections override).
+
+    It trains in float32 (``mixed_precision: false``) so that the numbers these tests compare do
+    not depend on whether the CPU running them has native bfloat16 (``auto`` would pick it there);
+    ``models/test_models_precision.py`` and ``training/test_training_fit.py`` test the precisions.
+    """
     config = {
         "run_dir": str(run_dir),
         "seed": 1,
@@ -103,7 +108,7 @@ def tiny_config(data_dir, run_dir, **sections) -> dict:
         "loss": {"name": "dice_ce"},
         "optimizer": {"name": "adam", "learning_rate": 0.01},
         "schedule": {"name": "constant"},
-        "training": {"epochs": 2, "batch_size": 4, "verbose": 0, "strategy": "default"},
+        "training": {"epochs": 2, "batch_size": 4, "verbose": 0, "strategy": "default", "mixed_precision": False},
         "callbacks": {"tensorboard": False},
     }
     for key, value in sections.items():
