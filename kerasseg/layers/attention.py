@@ -8,6 +8,25 @@ import keras
 import tensorflow as tf
 
 
+def _resize_linear(x: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
+    """Bilinear (rank 4) or trilinear (rank 5) resize of ``x`` to the spatial size in the shape ``like``.
+
+    Trilinear interpolation is separable: ``tf.image.resize`` over (H, W) of every
+    depth slice, then over (D, W') of every row, with the same half-pixel
+    convention on all three axes.
+    """
+    if x.shape.rank == 4:
+        return tf.image.resize(x, like[1:3], method="bilinear")
+    shape = tf.shape(x)
+    b, d, c = shape[0], shape[1], shape[4]
+    depth, height, width = like[1], like[2], like[3]
+    planes = tf.image.resize(tf.reshape(x, tf.concat([[b * d], shape[2:]], 0)), [height, width], method="bilinear")
+    planes = tf.reshape(planes, [b, d, height, width, c])
+    rows = tf.reshape(tf.transpose(planes, [0, 2, 1, 3, 4]), [b * height, d, width, c])  # (B*H', D, W', C)
+    rows = tf.image.resize(rows, [depth, width], method="bilinear")
+    return tf.transpose(tf.reshape(rows, [b, height, depth, width, c]), [0, 2, 1, 3, 4])
+
+
 @keras.saving.register_keras_serializable(package="kerasseg")
 class AttentionGate(keras.layers.Layer):
     """Additive attention gate that re-weights a skip connection.
@@ -22,6 +41,11 @@ class AttentionGate(keras.layers.Layer):
 
     Output ``(B, H, W, Cx)``, or ``[y, alpha_upsampled]`` with
     ``return_attention=True`` (``alpha`` at the resolution of ``x``).
+
+    Volumes work the same, one rank up (the paper's own 3D setting):
+    ``x`` ``(B, D, H, W, Cx)`` and ``g`` ``(B, D/s, H/s, W/s, Cg)`` use 3D
+    convolutions and trilinear upsampling; the rank is read from ``x`` when
+    the layer is built.
 
     Args:
         intermediate_channels: channels of the joint ``W_x x + W_g g`` space
@@ -59,6 +83,11 @@ class AttentionGate(keras.layers.Layer):
 
     def build(self, input_shape: list[tuple]) -> None:
         x_shape, g_shape = input_shape
+        if len(x_shape) not in (4, 5) or len(g_shape) != len(x_shape):
+            raise ValueError(f"AttentionGate takes [x, g] of rank 4 (images) or 5 (volumes), got shapes "
+                             f"{tuple(x_shape)} and {tuple(g_shape)}")
+        self._spatial = len(x_shape) - 2
+        conv = keras.layers.Conv2D if self._spatial == 2 else keras.layers.Conv3D
         channels = int(x_shape[-1])
         inter = self.intermediate_channels or max(1, channels // 2)
         def init() -> keras.initializers.Initializer:
@@ -66,21 +95,21 @@ class AttentionGate(keras.layers.Layer):
             return self.kernel_initializer.__class__.from_config(self.kernel_initializer.get_config())
 
         s = self.subsample
-        self.theta_x = keras.layers.Conv2D(
+        self.theta_x = conv(
             inter, s, strides=s, padding="same", use_bias=False,
             kernel_initializer=init(), dtype=self.dtype_policy, name="theta_x",
         )
-        self.phi_g = keras.layers.Conv2D(
+        self.phi_g = conv(
             inter, 1, use_bias=True, kernel_initializer=init(), dtype=self.dtype_policy, name="phi_g"
         )
-        self.psi = keras.layers.Conv2D(
+        self.psi = conv(
             1, 1, use_bias=True, kernel_initializer=init(), dtype=self.dtype_policy, name="psi"
         )
         self.theta_x.build(x_shape)
         self.phi_g.build(g_shape)
-        self.psi.build((None, None, None, inter))
+        self.psi.build((None,) * (self._spatial + 1) + (inter,))
         if self.output_projection:
-            self.project = keras.layers.Conv2D(
+            self.project = conv(
                 channels, 1, use_bias=False, kernel_initializer=init(), dtype=self.dtype_policy, name="project"
             )
             self.project_bn = keras.layers.BatchNormalization(momentum=self.batchnorm_momentum,
@@ -95,9 +124,9 @@ class AttentionGate(keras.layers.Layer):
         phi = self.phi_g(g)
         # Align the gating signal to theta's grid (already identical in a U-Net,
         # where the resize is an identity).
-        phi = tf.cast(tf.image.resize(phi, tf.shape(theta)[1:3], method="bilinear"), theta.dtype)
+        phi = tf.cast(_resize_linear(phi, tf.shape(theta)), theta.dtype)
         alpha = tf.sigmoid(self.psi(tf.nn.relu(theta + phi)))
-        alpha = tf.cast(tf.image.resize(alpha, tf.shape(x)[1:3], method="bilinear"), x.dtype)
+        alpha = tf.cast(_resize_linear(alpha, tf.shape(x)), x.dtype)
         y = alpha * x
         if self.output_projection:
             y = self.project_bn(self.project(y), training=training)

@@ -8,6 +8,7 @@
 | ``unet`` | :func:`build_unet` | Ronneberger et al., MICCAI 2015 |
 | ``attention_unet`` | :func:`build_attention_unet` | Oktay et al., MIDL 2018 |
 | ``unet3d`` | :func:`build_unet3d` | Çiçek et al., MICCAI 2016 |
+| ``attention_unet3d`` | :func:`build_attention_unet3d` | Oktay et al., MIDL 2018 |
 | ``deeplabv3plus`` | :func:`build_deeplabv3plus` | Chen et al., ECCV 2018 |
 | ``segnet`` | :func:`build_segnet` | Badrinarayanan et al., TPAMI 2017 |
 | ``fcn8s`` | :func:`build_fcn8s` | Long et al., CVPR 2015 |
@@ -37,6 +38,7 @@ _LAZY = {
     "build_unet": "kerasseg.models.unet",
     "build_attention_unet": "kerasseg.models.unet",
     "build_unet3d": "kerasseg.models.unet3d",
+    "build_attention_unet3d": "kerasseg.models.unet3d",
     "build_deeplabv3plus": "kerasseg.models.deeplabv3plus",
     "build_segnet": "kerasseg.models.segnet",
     "build_fcn8s": "kerasseg.models.fcn",

@@ -13,6 +13,7 @@ _REGISTRY: dict[str, tuple[str, str, str]] = {
     "unet": ("kerasseg.models.unet", "build_unet", "Ronneberger et al., MICCAI 2015"),
     "attention_unet": ("kerasseg.models.unet", "build_attention_unet", "Oktay et al., MIDL 2018"),
     "unet3d": ("kerasseg.models.unet3d", "build_unet3d", "Çiçek et al., MICCAI 2016"),
+    "attention_unet3d": ("kerasseg.models.unet3d", "build_attention_unet3d", "Oktay et al., MIDL 2018"),
     "deeplabv3plus": ("kerasseg.models.deeplabv3plus", "build_deeplabv3plus", "Chen et al., ECCV 2018"),
     "segnet": ("kerasseg.models.segnet", "build_segnet", "Badrinarayanan et al., TPAMI 2017"),
     "fcn8s": ("kerasseg.models.fcn", "build_fcn8s", "Long et al., CVPR 2015"),
@@ -20,12 +21,12 @@ _REGISTRY: dict[str, tuple[str, str, str]] = {
 }
 
 
-VOLUME_MODELS = ("unet3d",)
+VOLUME_MODELS = ("unet3d", "attention_unet3d")
 """Registered models that take volumes ``(B, D, H, W, C)``; the others take images."""
 
 
 def spatial_dims(name: str) -> int:
-    """3 for a volume model (``unet3d``), 2 for an image model."""
+    """3 for a volume model (``unet3d``, ``attention_unet3d``), 2 for an image model."""
     return 3 if _check_name(name) in VOLUME_MODELS else 2
 
 
@@ -50,7 +51,8 @@ def _check_name(name: Any) -> str:
         raise ModelConfigError(f"model name must be a string, got {name!r}")
     key = name.strip().lower().replace("-", "_")
     aliases = {"deeplabv3+": "deeplabv3plus", "deeplab_v3plus": "deeplabv3plus", "fcn_8s": "fcn8s",
-               "unet_3d": "unet3d", "3d_unet": "unet3d", "attunet": "attention_unet"}
+               "unet_3d": "unet3d", "3d_unet": "unet3d", "attunet": "attention_unet",
+               "attention_unet_3d": "attention_unet3d"}
     key = aliases.get(key, key)
     if key not in _REGISTRY:
         close = difflib.get_close_matches(key, list(_REGISTRY), n=1, cutoff=0.5)

@@ -18,10 +18,9 @@ import math
 from typing import Any
 
 from kerasseg.config import Config, from_dict
+from kerasseg.models.registry import VOLUME_MODELS
 from kerasseg.planning.hardware import Hardware
 from kerasseg.planning.rules import Decision, PlanError
-
-VOLUME_MODELS = ("unet3d",)
 # Largest training patch per device, in voxels (nnU-Net-sized patches only fit a GPU).
 MAX_PATCH_VOXELS = {"CPU": 64 * 96 * 96, "GPU": 128 * 128 * 128}
 # 3D U-Net width per device: on 2 CPU cores a 16-filter 3D U-Net costs 4x the time of an 8-filter one.
@@ -178,7 +177,8 @@ def draft_volume(fp: VolumeFingerprint, hw: Hardware, *, model: str | None, data
         Decision("data.augmentation", dict(RECOMMENDED_AUGMENTATION_3D), "the recommended 3D set: flips, in-plane "
                  "turns, small rotations and scaling, elastic, intensity, gamma, noise"),
         Decision("data.cache", True, "decoded volumes are kept in memory (all fit)"),
-        Decision("model.name", name, "3D U-Net (Çiçek et al. 2016)"),
+        Decision("model.name", name, "3D U-Net (Çiçek et al. 2016)" if name == "unet3d" else
+                 "asked for (--model): 3D Attention U-Net (Oktay et al. 2018), attention gates on the skips"),
         Decision("model.options", {"base_filters": filters, "depth": DEPTH, "norm": "instance"},
                  f"{filters} filters on a {hw.device}; {DEPTH} poolings; instance norm for batches of 2 "
                  "volumes (batch statistics of 2 are noise)"),

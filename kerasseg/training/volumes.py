@@ -39,7 +39,7 @@ def check_volume_run(config: Any, info: Any) -> None:
     if data_dims == 3 and model_dims == 2:
         raise TrainingError(
             f"{path} holds volumes (dataset.json dimensions: 3) but model.name {config.model.name!r} takes "
-            "2D images: use model.name: unet3d, or convert with volumes2tfrecord --slices z for 2D models"
+            "2D images: use model.name: unet3d (or attention_unet3d), or convert with volumes2tfrecord --slices z for 2D models"
         )
     if data_dims == 2 and model_dims == 3:
         raise TrainingError(

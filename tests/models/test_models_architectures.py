@@ -105,6 +105,23 @@ def test_attention_unet_gates_every_skip_with_the_coarser_decoder_signal():
     assert skip.shape[1] == 2 * gating.shape[1]
 
 
+def test_attention_unet3d_is_the_3d_unet_plus_one_gate_per_skip():
+    plain = km.build("unet3d", input_shape=(None, None, None, 1), num_classes=3, base_filters=4, depth=3)
+    model = km.build("attention_unet3d", input_shape=(None, None, None, 1), num_classes=3, base_filters=4, depth=3)
+    gates = [layer for layer in model.layers if type(layer).__name__ == "AttentionGate"]
+    assert len(gates) == 3 and km.size_divisor(model) == 8
+    expected = 0
+    for gate in gates:
+        skip, gating = gate._inbound_nodes[0].input_tensors
+        assert skip.shape[1] is None or skip.shape[1] == 2 * gating.shape[1]
+        cx, cg = skip.shape[-1], gating.shape[-1]
+        inter = cx // 2
+        # theta_x 2x2x2 stride 2 (no bias), phi_g 1x1x1, psi 1x1x1, projection 1x1x1 (no bias) + batch norm
+        expected += 8 * cx * inter + (cg * inter + inter) + (inter + 1) + cx * cx + 4 * cx
+        assert gate.theta_x.kernel.shape == (2, 2, 2, cx, inter)
+    assert model.count_params() == plain.count_params() + expected
+
+
 # ---------------------------------------------------------------- DeepLabv3+ / PSPNet encoders
 
 def _encoder(model):

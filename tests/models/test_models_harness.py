@@ -26,18 +26,19 @@ SMALL = {
     "unet": dict(base_filters=4, depth=3, norm="batch"),
     "attention_unet": dict(base_filters=4, depth=3),
     "unet3d": dict(base_filters=2, depth=2),
+    "attention_unet3d": dict(base_filters=2, depth=2, norm="instance"),
     "deeplabv3plus": dict(backbone="mobilenetv2", alpha=0.35, aspp_filters=8, decoder_filters=8,
                           low_level_filters=8, dropout=0.0),
     "segnet": dict(base_filters=4),
     "fcn8s": dict(base_filters=4, fc_filters=8, dropout=0.0),
     "pspnet": dict(backbone="mobilenetv2", alpha=0.35, head_filters=8, dropout=0.0),
 }
-EXPECTED_DIVISOR = {"unet": 8, "attention_unet": 8, "unet3d": 4, "deeplabv3plus": 16, "segnet": 32,
-                    "fcn8s": 32, "pspnet": 8}
+EXPECTED_DIVISOR = {"unet": 8, "attention_unet": 8, "unet3d": 4, "attention_unet3d": 4, "deeplabv3plus": 16,
+                    "segnet": 32, "fcn8s": 32, "pspnet": 8}
 
 
 def _shape(name: str, channels: int = 1, hw: tuple = (64, 64)) -> tuple:
-    if name == "unet3d":
+    if name in km.registry.VOLUME_MODELS:
         return (8, *(s // 2 for s in hw), channels)
     return (*hw, channels)
 
@@ -55,7 +56,8 @@ def _batch(shape: tuple, num_classes: int, batch: int = 2, seed: int = 0):
 
 
 def test_registry_lists_every_architecture():
-    assert km.available() == ["unet", "attention_unet", "unet3d", "deeplabv3plus", "segnet", "fcn8s", "pspnet"]
+    assert km.available() == ["unet", "attention_unet", "unet3d", "attention_unet3d", "deeplabv3plus", "segnet",
+                              "fcn8s", "pspnet"]
     assert set(SMALL) == set(km.available())
     for name in km.available():
         builder = km.get_builder(name)
@@ -83,7 +85,7 @@ def test_forward_full_resolution_for_every_input_kind(name):
         assert km.size_divisor(model) == EXPECTED_DIVISOR[name]
 
 
-@pytest.mark.parametrize("name,extra", [(name, {}) for name in km.available() if name != "unet3d"]
+@pytest.mark.parametrize("name,extra", [(name, {}) for name in km.available() if name not in km.registry.VOLUME_MODELS]
                          + [("unet", {"upsampling": "bilinear"})])
 def test_traces_once_for_unknown_image_sizes(name, extra):
     """What whole-image prediction and a SavedModel do: one graph traced with

@@ -133,6 +133,38 @@ def test_attention_gate_shapes_and_coefficients():
     assert gate.theta_x.kernel.shape == (2, 2, 8, 4) and gate.phi_g.kernel.shape == (1, 1, 16, 4)
 
 
+def test_attention_gate_on_volumes_uses_3d_convolutions_and_trilinear_coefficients():
+    x = np.random.default_rng(0).random((2, 8, 12, 16, 6)).astype("float32")
+    g = np.random.default_rng(1).random((2, 4, 6, 8, 10)).astype("float32")
+    gate = AttentionGate(output_projection=False, return_attention=True)
+    y, alpha = gate([x, g])
+    assert y.shape == x.shape and alpha.shape == (2, 8, 12, 16, 1)
+    np.testing.assert_allclose(y.numpy(), x * alpha.numpy(), rtol=1e-5)
+    assert gate.theta_x.kernel.shape == (2, 2, 2, 6, 3) and gate.phi_g.kernel.shape == (1, 1, 1, 10, 3)
+    projected = AttentionGate()
+    assert projected([x, g]).shape == x.shape and projected.project.kernel.shape == (1, 1, 1, 6, 6)
+    with pytest.raises(ValueError, match="rank 4 .images. or 5 .volumes."):
+        AttentionGate()([x, g[:, 0]])
+
+
+def test_trilinear_resize_is_bilinear_in_plane_and_linear_along_depth():
+    from kerasseg.layers.attention import _resize_linear
+
+    rng = np.random.default_rng(2)
+    plane = rng.random((1, 1, 3, 5, 2)).astype("float32")
+    slab = np.repeat(plane, 4, axis=1)  # constant along depth
+    out = _resize_linear(tf.constant(slab), tf.constant([1, 8, 6, 10, 2])).numpy()
+    expected = tf.image.resize(plane[:, 0], (6, 10), method="bilinear").numpy()
+    for d in range(8):
+        np.testing.assert_allclose(out[:, d], expected, rtol=1e-5, atol=1e-6)
+    column = rng.random((1, 4, 1, 1, 1)).astype("float32")  # varies along depth only
+    out = _resize_linear(tf.constant(column), tf.constant([1, 8, 2, 3, 1])).numpy()
+    expected = tf.image.resize(column[:, :, :, 0], (8, 1), method="bilinear").numpy()[:, :, 0, 0]
+    for h in range(2):
+        for w in range(3):
+            np.testing.assert_allclose(out[:, :, h, w, 0], expected, rtol=1e-5, atol=1e-6)
+
+
 def test_aspp_branches_rates_and_image_pooling():
     layer = ASPP(filters=4, rates=(6, 12, 18, 24))
     out = layer(np.random.default_rng(0).random((2, 8, 8, 6)).astype("float32"))

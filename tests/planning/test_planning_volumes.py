@@ -65,6 +65,27 @@ def test_plan_for_ct_volumes(ct_dataset, tmp_path):
     assert reloaded.data.image_size == config.data.image_size and reloaded.model.name == "unet3d"
 
 
+def test_plan_and_train_a_3d_attention_unet(ct_dataset, tmp_path):
+    from kerasseg import artifacts, training
+    from kerasseg.models.precision import compute_dtype
+    from kerasseg.planning import make_plan
+
+    plan = make_plan(str(ct_dataset), budget_minutes=5, probe=False, model="attention_unet3d",
+                     run_dir=str(tmp_path / "run"))
+    assert plan.config.model.name == "attention_unet3d"
+    assert "Attention U-Net" in {d.key: d.reason for d in plan.decisions}["model.name"]
+    config = plan.config
+    config.model.options = {**config.model.options, "base_filters": 2}
+    config.data.image_size = [16, 32, 32]
+    config.training.epochs, config.training.steps_per_epoch, config.training.verbose = 1, 2, 0
+    config.training.mixed_precision = False
+    result = training.fit(config)
+    loaded = artifacts.load_for_inference(result.best_model_path)
+    assert loaded.info.model == "attention_unet3d" and loaded.info.volume is not None
+    assert sum(type(layer).__name__ == "AttentionGate" for layer in loaded.model.layers) == 3
+    assert compute_dtype(loaded.model) == "float32"
+
+
 def test_plan_refuses_2d_model_for_volumes(ct_dataset):
     from kerasseg.planning import make_plan
     from kerasseg.planning.rules import PlanError
