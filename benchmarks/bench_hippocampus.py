@@ -11,14 +11,16 @@ For each fold of the fixed split in ``hippocampus_folds.json`` (160 training /
    ``--set training.epochs/steps_per_epoch``), so every fold trains the same steps;
 3. ``kerasseg train plan.yaml --set training.max_minutes=null``;
 4. ``kerasseg evaluate --model RUN/best.keras --data DATA --split val``
-   (Dice per class, HD95 in mm from each volume's spacing);
+   (Dice per class, HD95 in mm from each volume's spacing), plain and with
+   ``--tta`` (the 8 flips of the three axes averaged);
 5. fold 0 only: ``kerasseg predict`` on the largest volume (in voxels) in a fresh
    process, timed, with that process's own peak memory (``VmHWM``).
 
 Figures: ``hippocampus_anterior_dice``, ``hippocampus_posterior_dice`` (means over
 the folds of the dataset-level Dice of the validation volumes),
 ``hippocampus_hd95_mm`` (mean over the folds and the two classes of the
-per-volume mean HD95), ``hippocampus_folds``, ``hippocampus_budget_minutes``
+per-volume mean HD95), the same three with ``_tta`` (``evaluate --tta``; nnU-Net's
+published figures also average mirrored predictions), ``hippocampus_folds``, ``hippocampus_budget_minutes``
 (planned training minutes per fold), ``hippocampus_train_minutes`` (measured),
 ``hippocampus_convert_volumes_per_s``, ``hippocampus_predict_largest_seconds``
 (the whole ``kerasseg predict`` process: start, load, infer, write) and
@@ -145,16 +147,20 @@ def run_fold(k: int, data: pathlib.Path, *, minutes: float, quick: bool, log: pa
     started = time.perf_counter()
     _cli("kerasseg", "train", str(plan), *[w for o in overrides for w in ("--set", o)], log=log)
     train_minutes = (time.perf_counter() - started) / 60.0
-    report = run_dir / "eval_val.json"
+    report, tta_report = run_dir / "eval_val.json", run_dir / "eval_val_tta.json"
+    limit = ["--limit", "2"] if quick else []
     _cli("kerasseg", "evaluate", "--model", str(run_dir / "best.keras"), "--data", str(data), "--split", "val",
-         "--report", str(report), *(["--limit", "2"] if quick else []), log=log)
+         "--report", str(report), *limit, log=log)
+    _cli("kerasseg", "evaluate", "--model", str(run_dir / "best.keras"), "--data", str(data), "--split", "val",
+         "--tta", "--report", str(tta_report), *limit, log=log)
     import yaml
 
     trained = yaml.safe_load((run_dir / "config.yaml").read_text())["training"]
-    row = {"fold": k, **_scores(report), "train_minutes": train_minutes, "epochs": trained["epochs"],
-           "steps_per_epoch": trained["steps_per_epoch"]}
+    row = {"fold": k, **_scores(report), **{f"{key}_tta": v for key, v in _scores(tta_report).items()},
+           "train_minutes": train_minutes, "epochs": trained["epochs"], "steps_per_epoch": trained["steps_per_epoch"]}
     print(f"fold {k}: anterior Dice {row['anterior_dice']:.4f}, posterior Dice {row['posterior_dice']:.4f}, "
-          f"HD95 {row['hd95_mm']:.2f} mm; {row['epochs']} x {row['steps_per_epoch']} steps in "
+          f"HD95 {row['hd95_mm']:.2f} mm (flip TTA: {row['anterior_dice_tta']:.4f}, {row['posterior_dice_tta']:.4f}, "
+          f"{row['hd95_mm_tta']:.2f} mm); {row['epochs']} x {row['steps_per_epoch']} steps in "
           f"{train_minutes:.1f} min", flush=True)
     return row
 
@@ -196,13 +202,15 @@ def run(quick: bool = False, *, folds=None, minutes_per_fold: float = 8.0) -> di
             probed = json.loads((WORK / "plans" / f"unet3d_fold{k}.plan.json").read_text())["config"]
             run_length = [f"training.epochs={probed['training']['epochs']}",
                           f"training.steps_per_epoch={probed['training']['steps_per_epoch']}",
-                          f"schedule.warmup_epochs={probed['schedule']['warmup_epochs']}"]
+                          f"schedule.warmup_epochs={probed['schedule']['warmup_epochs']}",
+                          f"training.mixed_precision={json.dumps(probed['training']['mixed_precision'])}"]
         if "predict_largest_seconds" not in extra:
             cases = sorted(only) if only else fold_list[k]["val"]
             extra.update(time_predict(WORK / "runs" / f"unet3d_fold{k}", _largest_volume(cases), log))
     (WORK / "summary.json").write_text(json.dumps({"folds": rows, **extra}, indent=2))
     figures = {f"hippocampus_{key}": float(sum(r[key] for r in rows) / len(rows))
-               for key in ("anterior_dice", "posterior_dice", "hd95_mm", "train_minutes")}
+               for key in ("anterior_dice", "posterior_dice", "hd95_mm", "anterior_dice_tta", "posterior_dice_tta",
+                           "hd95_mm_tta", "train_minutes")}
     figures["hippocampus_folds"] = float(len(rows))
     figures["hippocampus_budget_minutes"] = float(minutes_per_fold)
     for key in ("convert_volumes_per_s", "predict_largest_seconds", "predict_peak_rss_mb"):
