@@ -24,6 +24,7 @@ help:
 	@echo "make demo    - run the end-to-end demo (phantom labelme data -> U-Net -> SavedModel)"
 	@echo "make test    - lint (ruff), type check (mypy) and run the test suite"
 	@echo "make bench   - run the benchmarks, write benchmarks/RESULTS.md and results.json"
+	@echo "make bench-quick - run every benchmark at toy size and check its keys (the 'benchmark' tests)"
 	@echo "make docker  - build the CPU and GPU images (needs a Docker engine)"
 
 $(BIN)/python:
@@ -45,16 +46,17 @@ demo: $(INSTALL_STAMP)
 demo-quick: $(INSTALL_STAMP)
 	$(BIN)/kerasseg demo --workdir $(DEMO_DIR) --quick
 
+# tests marked `benchmark` only run the benchmark scripts at toy size (`make bench-quick` runs them)
 test: $(DEV_STAMP)
 	$(BIN)/ruff check kerasseg data_tools benchmarks tests
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not benchmark" $(PYTEST_ARGS)
 
 bench: $(DEV_STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
 bench-quick: $(DEV_STAMP)
-	$(BIN)/python benchmarks/run_all.py --quick
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m benchmark $(PYTEST_ARGS)
 
 docker:
 	docker build -f docker/Dockerfile -t kerasseg:cpu .

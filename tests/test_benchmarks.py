@@ -1,5 +1,7 @@
 """The benchmark code cannot rot: `run_all.py --quick` runs every benchmark at toy size (the real-data
-ones in test_benchmarks_real_data.py)."""
+ones in test_benchmarks_real_data.py). Those whole runs are marked ``benchmark``: `make bench-quick`
+runs them, `make test` leaves them out (they test benchmark scripts, not kerasseg) and runs the cheap
+checks of the benchmark machinery here, `run_all.py` end to end on two quick benchmarks included."""
 
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ def _benchmark_names() -> list[str]:
     return run_all.available()
 
 
+@pytest.mark.benchmark
 @pytest.mark.slow
 def test_quick_benchmarks_write_every_key(tmp_path):
     names = [name for name in _benchmark_names() if name not in REAL_DATA_BENCHMARKS]
@@ -46,6 +49,14 @@ def test_quick_benchmarks_write_every_key(tmp_path):
     assert figures["idle_peak_rss_mb"] < figures["train_peak_rss_mb"]
     table = (tmp_path / "RESULTS.md").read_text()
     assert "quick mode" in table and "| `train_efficiency` |" in table
+
+
+def test_run_all_runs_quick_benchmarks_and_writes_their_table(tmp_path):
+    figures = run_quick_benchmarks(["convert", "crf"], tmp_path)
+    assert {"convert_speedup_2_workers", "crf_wrapper_overhead"} <= set(figures)
+    assert all(isinstance(value, float) for value in figures.values())
+    table = (tmp_path / "RESULTS.md").read_text()
+    assert "quick mode" in table and "| `crf_wrapper_overhead` |" in table and "| convert |" in table
 
 
 def _bench_convert():

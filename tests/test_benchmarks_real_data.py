@@ -1,6 +1,7 @@
 """The real-data benchmarks at toy size: ISBI 2012 (convert, plan, train, evaluate through the
 CLI, U-Net only) and MSD hippocampus (volumes2tfrecord, plan, train, evaluate, predict).
-Apart from tests/test_benchmarks.py so that `make test` runs them beside the other benchmarks."""
+Apart from tests/test_benchmarks.py so that `make bench-quick` runs them beside the other benchmarks
+(marked ``benchmark``: `make test` leaves them out)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from kerasseg_testing import REAL_DATA_BENCHMARKS, SHARED_DATA, run_quick_benchm
 
 ISBI_KEYS = [
     f"isbi_unet_{figure}"
-    for figure in ("mean_dice", "membrane_dice", "pixel_error", "mean_dice_crf", "folds", "train_minutes")
+    for figure in ("mean_dice", "membrane_dice", "pixel_error", "mean_dice_crf", "mean_dice_tta", "folds",
+                   "train_minutes")
 ]
 HIPPOCAMPUS_KEYS = [
     f"hippocampus_{figure}"
@@ -19,6 +21,7 @@ HIPPOCAMPUS_KEYS = [
 ]
 
 
+@pytest.mark.benchmark
 @pytest.mark.slow
 def test_quick_real_data_benchmarks_write_their_keys(tmp_path):
     figures = run_quick_benchmarks(list(REAL_DATA_BENCHMARKS), tmp_path)
