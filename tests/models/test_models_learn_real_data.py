@@ -8,6 +8,10 @@ This is the test that would have caught DeepLabv3+ scoring Dice 0 in validation
 (its keras.applications BatchNorm layers kept momentum 0.999, so their moving
 statistics had barely moved from their initial values after a few hundred steps).
 Widths are shrunk so the suite fits its budget; the architectures are the papers'.
+Each model trains in the precision ``kerasseg train`` gives it by default
+(``training.mixed_precision: auto``: mixed_bfloat16 on a CPU with native
+bfloat16, float32 elsewhere), so the test checks what a user gets on the
+machine that runs it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ tf = pytest.importorskip("tensorflow")
 
 import kerasseg.models as km  # noqa: E402
 from kerasseg.models.batchnorm import recalibrate  # noqa: E402
+from kerasseg.training.settings import mixed_precision_policy  # noqa: E402
 
 STEPS = 120
 LEARNING_MARGIN = {"pspnet": 0.015}  # mean Dice above all-background; 0.1 for the others
@@ -84,7 +89,12 @@ def test_model_from_scratch_validates_as_it_trains(name, isbi_slices):
     x_train, y_train = np.concatenate([t[0] for t in train]), np.concatenate([t[1] for t in train])
     x_val, y_val = _tiles(*isbi_slices[1], crop)
     keras.utils.set_random_seed(0)
-    model = km.build(name, input_shape=(None, None, 1), num_classes=2, **options)
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(mixed_precision_policy("auto") or "float32")
+    try:
+        model = km.build(name, input_shape=(None, None, 1), num_classes=2, **options)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   loss=keras.losses.SparseCategoricalCrossentropy())
     data = (tf.data.Dataset.from_tensor_slices((x_train, y_train)).shuffle(len(x_train), seed=0).repeat()
@@ -100,7 +110,7 @@ def test_model_from_scratch_validates_as_it_trains(name, isbi_slices):
         [model(x_val[i:i + 8], training=True).numpy() for i in range(0, len(x_val), 8)]))
     all_background = _mean_dice(y_val, np.stack([np.ones_like(y_val), np.zeros_like(y_val)], -1)
                                 .astype(np.float32))
-    summary = f"{name}: inference {inference:.3f}, training mode {training_mode:.3f}, all-background {all_background:.3f}"
+    summary = f"{name} ({model.dtype_policy.name}): inference {inference:.3f}, training mode {training_mode:.3f}, all-background {all_background:.3f}"
     print(summary)
     assert inference >= training_mode - 0.05, summary
     assert inference >= all_background + LEARNING_MARGIN.get(name, 0.1), summary
