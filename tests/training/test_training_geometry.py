@@ -36,8 +36,11 @@ def _dice(mask: np.ndarray, truth: np.ndarray) -> tuple[int, int, int]:
     return tp, fp, fn
 
 
-@pytest.mark.parametrize("geometry, mode", [("resize", "resize"), ("random_crop", "tile"), ("pad", "whole")])
-def test_validation_evaluate_predict_and_savedmodel_agree(dataset, tmp_path, geometry, mode, capsys):
+@pytest.mark.parametrize("geometry, mode, precision", [
+    ("resize", "resize", False), ("random_crop", "tile", False), ("pad", "whole", False),
+    # the default precision: mixed_bfloat16 on a CPU with native bfloat16, kept by every consumer
+    ("random_crop", "tile", "auto")])
+def test_validation_evaluate_predict_and_savedmodel_agree(dataset, tmp_path, geometry, mode, precision, capsys):
     import tensorflow as tf
 
     from kerasseg.data import iterate_examples
@@ -46,7 +49,7 @@ def test_validation_evaluate_predict_and_savedmodel_agree(dataset, tmp_path, geo
     config = from_dict(helpers.tiny_config(
         dataset, tmp_path / "run", data={"geometry": geometry, "image_size": [32, 32]},
         model={"options": {"base_filters": 4, "depth": 2, "norm": "batch"}},
-        training={"epochs": 3, "steps_per_epoch": 4}, optimizer={"learning_rate": 0.01},
+        training={"epochs": 3, "steps_per_epoch": 4, "mixed_precision": precision}, optimizer={"learning_rate": 0.01},
     ))
     result = training.fit(config)
     run = pathlib.Path(result.run_dir)
